@@ -1,0 +1,102 @@
+"""One settings object, read from environment variables once at start-up."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OrchestratorKind(StrEnum):
+    LOCAL = "local"
+    KESTRA = "kestra"
+
+
+class Settings(BaseSettings):
+    """Every knob of the API. Names are the environment variables (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    # --- storage -----------------------------------------------------------------------
+    # SQLite is only the embedded default of the no-Docker dev mode; compose sets Postgres.
+    database_url: str = "sqlite:///./shared-data/dev.sqlite3"
+    db_pool_size: int = 5
+    db_connect_timeout_s: int = 5
+    shared_data_dir: Path = Path("shared-data")
+
+    # --- orchestrator ------------------------------------------------------------------
+    orchestrator: OrchestratorKind = OrchestratorKind.LOCAL
+    kestra_url: str = "http://localhost:8080"
+    kestra_management_url: str = "http://localhost:8081"
+    kestra_username: str = "admin@example.com"
+    kestra_password: SecretStr | None = None
+    kestra_namespace: str = "inference"
+    kestra_flow_id: str = "yolo-detect"
+    kestra_connect_timeout_s: float = 3.0
+    kestra_read_timeout_s: float = 10.0
+    # Shared secret Kestra's afterExecution callback presents as a Bearer token.
+    callback_token: SecretStr | None = None
+
+    # Local orchestrator: the same detection script, run as a subprocess.
+    local_python: str = Field(default_factory=lambda: sys.executable)
+    local_detect_script: Path = Path("flows/detect.py")
+    local_max_parallel: int = 1
+    local_timeout_s: float = 600.0
+    # Bootstrap copies this file onto the shared volume, where inference containers run it.
+    detect_script_source: Path | None = None
+
+    # --- inference parameters passed to the flow ---------------------------------------
+    model: str = "yolo11n.pt"
+    confidence: float = Field(default=0.25, ge=0.0, le=1.0)
+    image_size: int = Field(default=640, ge=32, le=4096)
+
+    # --- upload limits -----------------------------------------------------------------
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_files_per_request: int = 16
+
+    # --- background workers ------------------------------------------------------------
+    workers_enabled: bool = True
+    dispatch_interval_s: float = 1.0
+    dispatch_batch_size: int = 32
+    dispatch_lease_s: float = 60.0
+    dispatch_max_backoff_s: float = 30.0
+    reconcile_interval_s: float = 5.0
+    # A submitted/running job whose callback has not come after this long is polled.
+    reconcile_after_s: float = 30.0
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @model_validator(mode="after")
+    def _require_secrets(self) -> Settings:
+        if self.orchestrator is OrchestratorKind.KESTRA:
+            missing = [
+                name
+                for name, value in (
+                    ("KESTRA_PASSWORD", self.kestra_password),
+                    ("CALLBACK_TOKEN", self.callback_token),
+                )
+                if value is None or not value.get_secret_value()
+            ]
+            if missing:
+                raise ValueError(
+                    f"{' and '.join(missing)} must be set when ORCHESTRATOR=kestra "
+                    "(see .env.example)"
+                )
+        return self
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings() -> Settings:
+    """Read the environment; exit with a readable message if it is incomplete."""
+    try:
+        return Settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise SystemExit(f"Invalid configuration: {exc}") from None

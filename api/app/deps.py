@@ -1,0 +1,45 @@
+"""Request-scoped dependencies, as Annotated aliases so tests can override them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.orchestrators.base import Orchestrator
+from app.storage import SharedStorage
+from app.workers.dispatcher import Dispatcher
+from app.workers.reconciler import Reconciler
+
+
+@dataclass
+class Resources:
+    """Everything opened in the lifespan and closed at shutdown."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    storage: SharedStorage
+    orchestrator: Orchestrator
+    dispatcher: Dispatcher
+    reconciler: Reconciler
+
+
+def get_resources(request: Request) -> Resources:
+    resources: Resources = request.app.state.resources
+    return resources
+
+
+def get_session(resources: Annotated[Resources, Depends(get_resources)]) -> Iterator[Session]:
+    # The route commits explicitly; anything uncommitted is rolled back on close.
+    with resources.sessions() as session:
+        yield session
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+SessionDep = Annotated[Session, Depends(get_session)]

@@ -1,0 +1,55 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.deps import ResourcesDep
+from app.orchestrators.base import OrchestratorError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", summary="Liveness: the process answers")
+def health() -> dict[str, str]:
+    """Touches nothing else, so a slow database never gets the API restarted."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/ready",
+    summary="Readiness: database, shared volume and orchestrator reachable",
+    responses={503: {"description": "Not ready; `checks` says why."}},
+)
+def ready(resources: ResourcesDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        with resources.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except SQLAlchemyError as exc:
+        checks["database"] = f"unreachable: {_first_line(exc)}"
+    checks["storage"] = "ok" if resources.storage.is_writable() else "shared data dir not writable"
+    try:
+        resources.orchestrator.ping()
+        checks["orchestrator"] = "ok"
+    except OrchestratorError as exc:
+        checks["orchestrator"] = f"unreachable: {exc}"
+    ok = all(value == "ok" for value in checks.values())
+    body: dict[str, Any] = {
+        "status": "ready" if ok else "unavailable",
+        "orchestrator": resources.orchestrator.name,
+        "checks": checks,
+    }
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines() or [""]
+    return f"{type(cause).__name__}: {lines[0][:200]}"

@@ -1,0 +1,80 @@
+"""The job row: one uploaded image and its trip through the orchestrator."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Float, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, UtcDateTime
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
+
+    # The upload, stored under a server-generated name; the client's name is metadata only.
+    original_filename: Mapped[str | None] = mapped_column(String(255))
+    image_path: Mapped[str] = mapped_column(String(255))
+    image_format: Mapped[str] = mapped_column(String(8))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+
+    # Inference parameters asked for, fixed when the job is created.
+    model: Mapped[str] = mapped_column(String(255))
+    confidence: Mapped[float] = mapped_column(Float)
+    image_size: Mapped[int] = mapped_column(Integer)
+
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_index: Mapped[int] = mapped_column(Integer, default=0)
+
+    # Orchestrator bookkeeping.
+    execution_id: Mapped[str | None] = mapped_column(String(64))
+    dispatch_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_dispatch_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_checked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    orchestrator_state: Mapped[str | None] = mapped_column(String(32))
+
+    # Outcome.
+    error: Mapped[str | None] = mapped_column(Text)
+    detections: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    result_model: Mapped[str | None] = mapped_column(String(255))
+    inference_ms: Mapped[float | None] = mapped_column(Float)
+    annotated_path: Mapped[str | None] = mapped_column(String(255))
+
+    # One timestamp per transition.
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    submitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        # Newest-first listing with keyset pagination, optionally by status.
+        Index("ix_jobs_created_at_id", "created_at", "id"),
+        Index("ix_jobs_status_created_at", "status", "created_at"),
+        # A retried upload with the same Idempotency-Key maps to the same rows.
+        Index(
+            "uq_jobs_idempotency_key_request_index", "idempotency_key", "request_index", unique=True
+        ),
+        Index("ix_jobs_execution_id", "execution_id"),
+    )

@@ -1,0 +1,71 @@
+"""Queries on the jobs table. No commits here: the caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from app.jobs.models import Job, JobStatus
+
+ACTIVE = (JobStatus.SUBMITTED, JobStatus.RUNNING)
+
+
+def get(session: Session, job_id: str, *, for_update: bool = False) -> Job | None:
+    stmt = select(Job).where(Job.id == job_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def by_idempotency_key(session: Session, key: str) -> Sequence[Job]:
+    stmt = select(Job).where(Job.idempotency_key == key).order_by(Job.request_index)
+    return session.scalars(stmt).all()
+
+
+def page(
+    session: Session,
+    *,
+    limit: int,
+    status: JobStatus | None,
+    before: tuple[datetime, str] | None,
+) -> Sequence[Job]:
+    """Newest first; `before` is the (created_at, id) of the last row of the previous page."""
+    stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    if before is not None:
+        created_at, job_id = before
+        stmt = stmt.where(
+            or_(Job.created_at < created_at, (Job.created_at == created_at) & (Job.id < job_id))
+        )
+    return session.scalars(stmt).all()
+
+
+def claim_dispatchable(session: Session, now: datetime, limit: int) -> Sequence[Job]:
+    """Queued jobs due for dispatch, locked so concurrent dispatchers skip them."""
+    stmt = (
+        select(Job)
+        .where(Job.status == JobStatus.QUEUED)
+        .where(or_(Job.next_dispatch_at.is_(None), Job.next_dispatch_at <= now))
+        .order_by(Job.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return session.scalars(stmt).all()
+
+
+def claim_stale_active(session: Session, checked_before: datetime, limit: int) -> Sequence[Job]:
+    """Submitted/running jobs not heard of since `checked_before`."""
+    stmt = (
+        select(Job)
+        .where(Job.status.in_(ACTIVE))
+        .where(Job.updated_at <= checked_before)
+        .where(or_(Job.last_checked_at.is_(None), Job.last_checked_at <= checked_before))
+        .order_by(Job.updated_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return session.scalars(stmt).all()

@@ -1,0 +1,90 @@
+"""The application: resources opened in the lifespan, routers, one error handler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import health
+from app.config import OrchestratorKind, Settings, load_settings
+from app.db import make_engine, make_session_factory, session_scope
+from app.deps import Resources
+from app.errors import install_error_handlers
+from app.jobs import routes as job_routes
+from app.jobs import service
+from app.logs import configure_logging
+from app.orchestrators.base import Execution, Orchestrator
+from app.orchestrators.kestra import KestraOrchestrator
+from app.orchestrators.local import LocalOrchestrator
+from app.storage import SharedStorage
+from app.workers.dispatcher import Dispatcher
+from app.workers.reconciler import Reconciler
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+POST images, get object detections. Each image becomes a job stored in Postgres; a Kestra
+flow runs Ultralytics YOLO on it in a throwaway container and reports back.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        conf = settings or load_settings()
+        configure_logging(conf.log_level, conf.log_json)
+        resources = _open(conf)
+        app.state.resources = resources
+        if conf.workers_enabled:
+            resources.dispatcher.start()
+            resources.reconciler.start()
+        log.info("api.started", extra={"orchestrator": conf.orchestrator.value})
+        try:
+            yield
+        finally:
+            resources.dispatcher.stop()
+            resources.reconciler.stop()
+            resources.orchestrator.close()
+            resources.engine.dispose()
+            log.info("api.stopped")
+
+    app = FastAPI(
+        title="YOLO inference API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(job_routes.router)
+    return app
+
+
+def _open(settings: Settings) -> Resources:
+    storage = SharedStorage(settings.shared_data_dir)
+    storage.prepare()
+    removed = storage.remove_stale_temp_files()
+    if removed:
+        log.info("storage.stale_temp_removed", extra={"count": removed})
+    engine = make_engine(settings)
+    sessions = make_session_factory(engine)
+
+    def report(execution: Execution) -> None:
+        """Local runs report through the same code path as a Kestra callback."""
+        try:
+            with session_scope(sessions) as session:
+                service.apply_execution(session, storage, execution.job_id or "", execution)
+        except Exception:  # the reconciler picks the job up later
+            log.exception("local.report_failed", extra={"execution_id": execution.id})
+
+    orchestrator: Orchestrator
+    if settings.orchestrator is OrchestratorKind.KESTRA:
+        orchestrator = KestraOrchestrator(settings)
+    else:
+        orchestrator = LocalOrchestrator(settings, report)
+    dispatcher = Dispatcher(settings, sessions, orchestrator)
+    reconciler = Reconciler(settings, sessions, orchestrator, storage)
+    return Resources(settings, engine, sessions, storage, orchestrator, dispatcher, reconciler)
+
+
+app = create_app()

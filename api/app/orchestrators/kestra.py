@@ -1,0 +1,220 @@
+"""Kestra adapter: one httpx client for Kestra's REST API (OSS 1.x, tenant `main`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import httpx
+
+from app.config import Settings
+from app.orchestrators.base import (
+    Execution,
+    ExecutionNotFound,
+    OrchestratorRejected,
+    OrchestratorUnavailable,
+    Phase,
+    Submission,
+)
+
+log = logging.getLogger(__name__)
+
+JOB_LABEL = "job_id"
+_TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+
+
+class _Transient(OrchestratorUnavailable):
+    def __init__(self, message: str, *, maybe_sent: bool) -> None:
+        super().__init__(message)
+        # False only when the request provably never reached Kestra (connect failed).
+        self.maybe_sent = maybe_sent
+
+
+class KestraOrchestrator:
+    name = "kestra"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        retry_attempts: int = 3,
+        retry_backoff_s: float = 0.5,
+    ) -> None:
+        password = settings.kestra_password.get_secret_value() if settings.kestra_password else ""
+        self._client = httpx.Client(
+            base_url=settings.kestra_url.rstrip("/"),
+            auth=httpx.BasicAuth(settings.kestra_username, password),
+            timeout=httpx.Timeout(
+                connect=settings.kestra_connect_timeout_s,
+                read=settings.kestra_read_timeout_s,
+                write=settings.kestra_read_timeout_s,
+                pool=settings.kestra_connect_timeout_s,
+            ),
+            transport=transport,
+        )
+        self._namespace = settings.kestra_namespace
+        self._flow_id = settings.kestra_flow_id
+        self._attempts = retry_attempts
+        self._backoff_s = retry_backoff_s
+
+    # --- the port ----------------------------------------------------------------------
+    def submit(self, submission: Submission) -> Execution:
+        """Create an execution labelled with the job id.
+
+        A connect failure is retried directly (nothing reached Kestra). After a timeout or
+        5xx the execution may exist anyway, so the label is looked up before any retry.
+        """
+        last: _Transient | None = None
+        for attempt in range(self._attempts):
+            if attempt:
+                time.sleep(self._backoff_s * attempt)
+                if last is not None and last.maybe_sent:
+                    found = self.find_by_job(submission.job_id)
+                    if found is not None:
+                        return found
+            try:
+                return self._create(submission)
+            except _Transient as exc:
+                last = exc
+                log.warning(
+                    "kestra.submit_retry", extra={"attempt": attempt + 1, "reason": str(exc)}
+                )
+        assert last is not None
+        raise last
+
+    def find_by_job(self, job_id: str) -> Execution | None:
+        params = {
+            "filters[namespace][EQUALS]": self._namespace,
+            "filters[flowId][EQUALS]": self._flow_id,
+            f"filters[labels][EQUALS][{JOB_LABEL}]": job_id,
+            "size": "25",
+        }
+        body = self._with_retries(
+            lambda: self._request("GET", "/api/v1/main/executions/search", params=params)
+        )
+        executions = [self._parse(item) for item in body.get("results", [])]
+        executions = [e for e in executions if e.job_id == job_id]
+        if not executions:
+            return None
+        # Prefer one that is alive or succeeded over a failed duplicate.
+        executions.sort(key=lambda e: e.phase is Phase.FAILED)
+        return executions[0]
+
+    def get(self, execution_id: str) -> Execution:
+        try:
+            body = self._with_retries(
+                lambda: self._request("GET", f"/api/v1/main/executions/{execution_id}")
+            )
+        except OrchestratorRejected as exc:
+            if exc.status_code == 404:
+                raise ExecutionNotFound(f"Kestra has no execution {execution_id}") from None
+            raise
+        return self._parse(body)
+
+    def ping(self) -> None:
+        """Reachable, credentials accepted, and our flow is loaded."""
+        try:
+            self._request("GET", f"/api/v1/main/flows/{self._namespace}/{self._flow_id}")
+        except OrchestratorRejected as exc:
+            raise OrchestratorUnavailable(str(exc)) from None
+
+    def close(self) -> None:
+        self._client.close()
+
+    # --- HTTP --------------------------------------------------------------------------
+    def _create(self, submission: Submission) -> Execution:
+        # Kestra takes inputs as multipart/form-data: one plain field per input id.
+        fields = {
+            "job_id": submission.job_id,
+            "image_path": submission.image_path,
+            "model": submission.model,
+            "confidence": repr(submission.confidence),
+            "image_size": str(submission.image_size),
+        }
+        files = [(name, (None, value)) for name, value in fields.items()]
+        body = self._request(
+            "POST",
+            f"/api/v1/main/executions/{self._namespace}/{self._flow_id}",
+            params={"labels": f"{JOB_LABEL}:{submission.job_id}"},
+            files=files,
+        )
+        return self._parse(body)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            raise _Transient(f"cannot connect to Kestra: {exc}", maybe_sent=False) from None
+        except httpx.TransportError as exc:  # timeouts, resets mid-request
+            raise _Transient(f"Kestra did not answer: {exc!r}", maybe_sent=True) from None
+        if response.status_code in _TRANSIENT_STATUS:
+            raise _Transient(f"Kestra answered {response.status_code}", maybe_sent=True)
+        if response.status_code >= 400:
+            raise self._rejection(response)
+        try:
+            data = response.json()
+        except ValueError:
+            raise _Transient(
+                "Kestra answered with a body that is not JSON", maybe_sent=True
+            ) from None
+        return data if isinstance(data, dict) else {}
+
+    def _with_retries(self, call: Any) -> dict[str, Any]:
+        """Reads are safe to repeat on transient failures, a bounded number of times."""
+        for attempt in range(self._attempts):
+            try:
+                result: dict[str, Any] = call()
+                return result
+            except _Transient:
+                if attempt + 1 == self._attempts:
+                    raise
+                time.sleep(self._backoff_s * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _rejection(response: httpx.Response) -> OrchestratorRejected:
+        status = response.status_code
+        detail = response.text[:300].strip()
+        if status in (401, 403):
+            return OrchestratorRejected(
+                f"Kestra rejected our credentials ({status}); "
+                "check KESTRA_USERNAME and KESTRA_PASSWORD",
+                status,
+            )
+        if status == 404:
+            return OrchestratorRejected(f"Kestra: not found ({detail or 'no detail'})", status)
+        if status == 409:
+            return OrchestratorRejected(f"Kestra: the flow is disabled ({detail})", status)
+        return OrchestratorRejected(
+            f"Kestra refused the request ({status}): {detail}",
+            status,
+            job_fault=status in (400, 422),
+        )
+
+    @staticmethod
+    def _parse(body: dict[str, Any]) -> Execution:
+        labels = {item.get("key"): item.get("value") for item in body.get("labels") or []}
+        state = (body.get("state") or {}).get("current", "CREATED")
+        return Execution(
+            id=str(body["id"]),
+            state=state,
+            job_id=labels.get(JOB_LABEL),
+            reason=_failure_reason(body) if state in ("FAILED", "KILLED", "CANCELLED") else None,
+        )
+
+
+def _failure_reason(body: dict[str, Any]) -> str:
+    """Kestra's own account of a failure: which task ended how, after how many attempts."""
+    state = body["state"]["current"]
+    parts = []
+    for run in body.get("taskRunList") or []:
+        run_state = (run.get("state") or {}).get("current")
+        if run_state in ("FAILED", "KILLED"):
+            attempts = len(run.get("attempts") or []) or 1
+            parts.append(
+                f"task '{run.get('taskId')}' {run_state.lower()} after {attempts} attempt(s)"
+            )
+    detail = "; ".join(parts) if parts else "no task details"
+    return f"Kestra execution {body['id']} ended {state}: {detail}"

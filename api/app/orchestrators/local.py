@@ -1,0 +1,131 @@
+"""Local adapter for development without Docker or Kestra.
+
+Runs the same detection script as the flow (flows/detect.py) in a subprocess on the same
+files, and reports the outcome in Kestra's state vocabulary through the same code path a
+Kestra callback takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from app.config import Settings
+from app.logs import job_context
+from app.orchestrators.base import (
+    Execution,
+    ExecutionNotFound,
+    OrchestratorUnavailable,
+    Submission,
+)
+
+log = logging.getLogger(__name__)
+
+Reporter = Callable[[Execution], None]
+
+
+class LocalOrchestrator:
+    name = "local"
+
+    def __init__(self, settings: Settings, reporter: Reporter) -> None:
+        self._python = settings.local_python
+        self._script = settings.local_detect_script.resolve()
+        self._data_dir = settings.shared_data_dir.resolve()
+        self._timeout_s = settings.local_timeout_s
+        self._reporter = reporter
+        self._pool = ThreadPoolExecutor(settings.local_max_parallel, thread_name_prefix="local-run")
+        self._executions: dict[str, Execution] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, submission: Submission) -> Execution:
+        execution = Execution(
+            id=f"local-{uuid.uuid4().hex}", state="CREATED", job_id=submission.job_id
+        )
+        self._set(execution)
+        self._pool.submit(self._run, execution, submission)
+        return execution
+
+    def find_by_job(self, job_id: str) -> Execution | None:
+        with self._lock:
+            return next((e for e in self._executions.values() if e.job_id == job_id), None)
+
+    def get(self, execution_id: str) -> Execution:
+        with self._lock:
+            execution = self._executions.get(execution_id)
+        if execution is None:
+            # Executions live in this process only; after a restart they are gone.
+            raise ExecutionNotFound(f"no local execution {execution_id}")
+        return execution
+
+    def ping(self) -> None:
+        if not self._script.is_file():
+            raise OrchestratorUnavailable(f"detection script not found: {self._script}")
+        if not Path(self._python).exists():
+            raise OrchestratorUnavailable(f"python interpreter not found: {self._python}")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- the run -----------------------------------------------------------------------
+    def _run(self, execution: Execution, submission: Submission) -> None:
+        with job_context(submission.job_id):
+            self._set(Execution(execution.id, "RUNNING", submission.job_id))
+            self._reporter(self.get(execution.id))
+            final = self._execute(execution.id, submission)
+            self._set(final)
+            log.info("local.finished", extra={"execution_id": final.id, "state": final.state})
+            self._reporter(final)
+
+    def _execute(self, execution_id: str, submission: Submission) -> Execution:
+        command = [
+            self._python,
+            str(self._script),
+            "--data-dir",
+            str(self._data_dir),
+            "--job-id",
+            submission.job_id,
+            "--image",
+            submission.image_path,
+            "--model",
+            submission.model,
+            "--conf",
+            repr(submission.confidence),
+            "--imgsz",
+            str(submission.image_size),
+        ]
+        try:
+            proc = subprocess.run(
+                command, capture_output=True, text=True, timeout=self._timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return Execution(
+                execution_id,
+                "FAILED",
+                submission.job_id,
+                f"the detection script timed out after {self._timeout_s:.0f} s",
+            )
+        except OSError as exc:
+            return Execution(
+                execution_id,
+                "FAILED",
+                submission.job_id,
+                f"cannot start the detection script: {exc}",
+            )
+        if proc.returncode == 0:
+            return Execution(execution_id, "SUCCESS", submission.job_id)
+        last_line = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return Execution(
+            execution_id,
+            "FAILED",
+            submission.job_id,
+            f"the detection script exited {proc.returncode}: {last_line}",
+        )
+
+    def _set(self, execution: Execution) -> None:
+        with self._lock:
+            self._executions[execution.id] = execution

@@ -1,0 +1,123 @@
+"""API fixtures: a fresh migrated database per test, settings, the app and its client."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from app.bootstrap import migrate
+from app.config import Settings
+from app.deps import Resources
+from app.main import create_app
+from tests.conftest import ROOT
+from tests.support.kestra_standin import KestraStandin
+from tests.support.postgres import free_port
+
+TEMPLATE_DB = "yolo_template"
+CALLBACK_TOKEN = "test-callback-token"
+_counter = itertools.count()
+
+
+def _admin_execute(admin_url: str, *statements: str) -> None:
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres_admin_url: str) -> str:
+    """Migrated once with the project's Alembic migrations; each test clones it."""
+    _admin_execute(
+        postgres_admin_url,
+        f"DROP DATABASE IF EXISTS {TEMPLATE_DB}",
+        f"CREATE DATABASE {TEMPLATE_DB}",
+    )
+    url = make_url(postgres_admin_url).set(database=TEMPLATE_DB)
+    migrate(url.render_as_string(hide_password=False))
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def database_url(postgres_admin_url: str, template_database: str) -> Iterator[str]:
+    name = f"yolo_test_{next(_counter)}"
+    _admin_execute(postgres_admin_url, f"CREATE DATABASE {name} TEMPLATE {template_database}")
+    yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+    _admin_execute(postgres_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def shared_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "shared-data"
+    path.mkdir()
+    return path
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(database_url: str, shared_dir: Path) -> SettingsFactory:
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "shared_data_dir": shared_dir,
+            "orchestrator": "local",
+            "callback_token": CALLBACK_TOKEN,
+            "local_detect_script": ROOT / "flows" / "detect.py",
+            "workers_enabled": False,  # tests step the workers themselves
+            "log_json": True,
+            "max_upload_bytes": 2 * 1024 * 1024,
+            "max_image_pixels": 4_000_000,
+            "max_files_per_request": 4,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return factory
+
+
+@pytest.fixture
+def kestra() -> Iterator[KestraStandin]:
+    standin = KestraStandin(free_port())
+    standin.start()
+    yield standin
+    standin.stop()
+
+
+def kestra_settings(standin: KestraStandin) -> dict[str, Any]:
+    return {
+        "orchestrator": "kestra",
+        "kestra_url": standin.url,
+        "kestra_username": standin.state.username,
+        "kestra_password": standin.state.password,
+        "kestra_connect_timeout_s": 0.5,
+        "kestra_read_timeout_s": 2.0,
+    }
+
+
+@pytest.fixture
+def client(make_settings: SettingsFactory) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings())) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def kestra_client(make_settings: SettingsFactory, kestra: KestraStandin) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(**kestra_settings(kestra)))) as test_client:
+        yield test_client
+
+
+def resources_of(test_client: TestClient) -> Resources:
+    resources: Resources = test_client.app.state.resources  # type: ignore[attr-defined]
+    return resources

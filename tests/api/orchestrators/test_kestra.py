@@ -1,0 +1,185 @@
+"""The Kestra adapter against the HTTP stand-in that follows Kestra's documented contract."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import parse_qs
+
+import pytest
+
+from app.orchestrators.base import (
+    ExecutionNotFound,
+    OrchestratorRejected,
+    OrchestratorUnavailable,
+    Phase,
+    Submission,
+)
+from app.orchestrators.kestra import KestraOrchestrator
+from tests.api.conftest import SettingsFactory, kestra_settings
+from tests.support.kestra_standin import KestraStandin
+
+JOB_ID = "6f1c1c9e-8a51-4b8e-9d7e-0c7d7d3f0a11"
+SUBMISSION = Submission(JOB_ID, f"uploads/{JOB_ID}.jpg", "yolo11n.pt", 0.25, 640)
+
+
+@pytest.fixture
+def adapter(make_settings: SettingsFactory, kestra: KestraStandin) -> Iterator[KestraOrchestrator]:
+    orchestrator = KestraOrchestrator(
+        make_settings(**kestra_settings(kestra)), retry_backoff_s=0.01
+    )
+    yield orchestrator
+    orchestrator.close()
+
+
+def test_submit_sends_inputs_as_form_fields_and_the_job_label(
+    adapter: KestraOrchestrator, kestra: KestraStandin
+) -> None:
+    execution = adapter.submit(SUBMISSION)
+    assert execution.job_id == JOB_ID
+    assert execution.phase is Phase.PENDING
+    stored = kestra.state.executions[execution.id]
+    assert stored["inputs"] == {
+        "job_id": JOB_ID,
+        "image_path": f"uploads/{JOB_ID}.jpg",
+        "model": "yolo11n.pt",
+        "confidence": 0.25,
+        "image_size": 640,
+    }
+    assert stored["labels"] == [{"key": "job_id", "value": JOB_ID}]
+    (create,) = [r for r in kestra.state.requests if r["method"] == "POST"]
+    assert create["path"] == "/api/v1/main/executions/inference/yolo-detect"
+    assert parse_qs(create["query"]) == {"labels": [f"job_id:{JOB_ID}"]}
+
+
+def test_find_by_job_uses_the_label(adapter: KestraOrchestrator, kestra: KestraStandin) -> None:
+    assert adapter.find_by_job(JOB_ID) is None
+    execution = adapter.submit(SUBMISSION)
+    found = adapter.find_by_job(JOB_ID)
+    assert found is not None
+    assert found.id == execution.id
+
+
+@pytest.mark.parametrize(
+    ("state", "phase"),
+    [
+        ("CREATED", Phase.PENDING),
+        ("QUEUED", Phase.PENDING),
+        ("RUNNING", Phase.RUNNING),
+        ("RETRYING", Phase.RUNNING),
+        ("PAUSED", Phase.RUNNING),
+        ("SUCCESS", Phase.SUCCEEDED),
+        ("WARNING", Phase.SUCCEEDED),
+        ("FAILED", Phase.FAILED),
+        ("KILLED", Phase.FAILED),
+        ("CANCELLED", Phase.FAILED),
+        ("SOMETHING_NEW", Phase.RUNNING),
+    ],
+)
+def test_states_map_to_phases(
+    adapter: KestraOrchestrator, kestra: KestraStandin, state: str, phase: Phase
+) -> None:
+    execution = adapter.submit(SUBMISSION)
+    kestra.state.set_state(execution.id, state)
+    assert adapter.get(execution.id).phase is phase
+
+
+def test_failure_reason_comes_from_kestra(
+    adapter: KestraOrchestrator, kestra: KestraStandin
+) -> None:
+    execution = adapter.submit(SUBMISSION)
+    kestra.state.set_state(execution.id, "FAILED", failed_task="detect")
+    reason = adapter.get(execution.id).reason or ""
+    assert "ended FAILED" in reason
+    assert "task 'detect' failed after 2 attempt(s)" in reason
+
+
+def test_unknown_execution_is_not_found(adapter: KestraOrchestrator) -> None:
+    with pytest.raises(ExecutionNotFound):
+        adapter.get("doesnotexist")
+
+
+def test_bad_credentials_are_a_rejection_not_a_retry(
+    make_settings: SettingsFactory, kestra: KestraStandin
+) -> None:
+    settings = make_settings(**{**kestra_settings(kestra), "kestra_password": "Wrong1234"})
+    adapter = KestraOrchestrator(settings, retry_backoff_s=0.01)
+    with pytest.raises(OrchestratorRejected) as exc:
+        adapter.submit(SUBMISSION)
+    assert exc.value.status_code == 401
+    assert not exc.value.job_fault
+    assert kestra.state.executions == {}
+    assert len(kestra.state.requests) == 1  # no retries on a 4xx
+
+
+def test_missing_flow_is_404_rejection(
+    make_settings: SettingsFactory, kestra: KestraStandin
+) -> None:
+    adapter = KestraOrchestrator(
+        make_settings(**kestra_settings(kestra), kestra_flow_id="nope"), retry_backoff_s=0.01
+    )
+    with pytest.raises(OrchestratorRejected) as exc:
+        adapter.submit(SUBMISSION)
+    assert exc.value.status_code == 404
+    assert not exc.value.job_fault
+
+
+def test_disabled_flow_is_409_rejection(adapter: KestraOrchestrator, kestra: KestraStandin) -> None:
+    kestra.state.flow_disabled = True
+    with pytest.raises(OrchestratorRejected) as exc:
+        adapter.submit(SUBMISSION)
+    assert exc.value.status_code == 409
+
+
+def test_invalid_inputs_are_422_and_the_jobs_fault(
+    adapter: KestraOrchestrator, kestra: KestraStandin
+) -> None:
+    bad = Submission(JOB_ID, "../../etc/passwd", "yolo11n.pt", 0.25, 640)
+    with pytest.raises(OrchestratorRejected) as exc:
+        adapter.submit(bad)
+    assert exc.value.status_code == 422
+    assert exc.value.job_fault
+    assert kestra.state.executions == {}
+
+
+def test_5xx_is_retried_after_looking_the_label_up(
+    adapter: KestraOrchestrator, kestra: KestraStandin
+) -> None:
+    kestra.state.faults.fail_next = 1
+    execution = adapter.submit(SUBMISSION)
+    assert len(kestra.state.executions) == 1
+    methods = [(r["method"], r["path"].rsplit("/", 1)[-1]) for r in kestra.state.requests]
+    assert methods == [("POST", "yolo-detect"), ("GET", "search"), ("POST", "yolo-detect")]
+    assert execution.job_id == JOB_ID
+
+
+def test_created_then_500_is_not_started_twice(
+    adapter: KestraOrchestrator, kestra: KestraStandin
+) -> None:
+    kestra.state.faults.create_then_fail = True
+    execution = adapter.submit(SUBMISSION)
+    assert list(kestra.state.executions) == [execution.id]
+
+
+def test_persistent_5xx_is_unavailable(adapter: KestraOrchestrator, kestra: KestraStandin) -> None:
+    kestra.state.faults.fail_next = 100
+    with pytest.raises(OrchestratorUnavailable):
+        adapter.submit(SUBMISSION)
+    assert kestra.state.executions == {}
+
+
+def test_down_is_unavailable(adapter: KestraOrchestrator, kestra: KestraStandin) -> None:
+    kestra.stop()
+    with pytest.raises(OrchestratorUnavailable, match="cannot connect"):
+        adapter.submit(SUBMISSION)
+    with pytest.raises(OrchestratorUnavailable):
+        adapter.ping()
+
+
+def test_read_timeout_then_label_lookup(
+    make_settings: SettingsFactory, kestra: KestraStandin
+) -> None:
+    settings = make_settings(**{**kestra_settings(kestra), "kestra_read_timeout_s": 0.3})
+    adapter = KestraOrchestrator(settings, retry_backoff_s=0.5)
+    kestra.state.faults.delay_s = 0.6  # Kestra creates the execution, but answers too late
+    execution = adapter.submit(SUBMISSION)
+    assert list(kestra.state.executions) == [execution.id]

@@ -1,0 +1,43 @@
+"""Settings: one class from the environment; a missing secret stops start-up clearly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from app.config import OrchestratorKind, Settings, load_settings
+from tests.conftest import ROOT
+
+
+def test_defaults_are_the_no_docker_dev_mode() -> None:
+    settings = Settings()
+    assert settings.orchestrator is OrchestratorKind.LOCAL
+    assert settings.uses_sqlite
+
+
+def test_kestra_mode_requires_its_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCHESTRATOR", "kestra")
+    monkeypatch.delenv("KESTRA_PASSWORD", raising=False)
+    monkeypatch.delenv("CALLBACK_TOKEN", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        load_settings()
+    assert "KESTRA_PASSWORD and CALLBACK_TOKEN must be set" in str(exc.value)
+
+
+def test_server_refuses_to_start_without_the_secret() -> None:
+    env = {**os.environ, "ORCHESTRATOR": "kestra", "KESTRA_PASSWORD": "Secret123"}
+    env.pop("CALLBACK_TOKEN", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", "0"],
+        cwd=ROOT / "api",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "CALLBACK_TOKEN must be set" in proc.stdout + proc.stderr

@@ -1,0 +1,231 @@
+"""POST /v1/uploads: accepted uploads, and every kind of bad input leaving nothing behind."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from app.jobs.models import Job
+from tests.api.conftest import resources_of
+from tests.support.images import encode, png_bomb
+
+
+def job_count(client: TestClient) -> int:
+    with resources_of(client).sessions() as session:
+        return session.scalar(select(func.count()).select_from(Job)) or 0
+
+
+def stored_files(shared_dir: Path) -> list[str]:
+    return sorted(str(p.relative_to(shared_dir)) for p in shared_dir.rglob("*") if p.is_file())
+
+
+def multipart(parts: list[tuple[bytes, bytes]], boundary: str = "XyZ") -> tuple[bytes, str]:
+    """Build a body by hand, so filenames can hold what no well-behaved client sends."""
+    out = io.BytesIO()
+    for filename, payload in parts:
+        out.write(f"--{boundary}\r\n".encode())
+        out.write(b'Content-Disposition: form-data; name="files"; filename="' + filename + b'"\r\n')
+        out.write(b"Content-Type: image/jpeg\r\n\r\n" + payload + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def assert_refused(
+    client: TestClient, shared_dir: Path, response: Any, status: int, code: str
+) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    assert job_count(client) == 0
+    assert stored_files(shared_dir) == []
+    return body
+
+
+def test_single_upload_is_queued_with_location(client: TestClient, shared_dir: Path) -> None:
+    response = client.post("/v1/uploads", files={"files": ("cat.jpg", encode("JPEG"))})
+    assert response.status_code == 202
+    (job,) = response.json()["jobs"]
+    assert job["status"] == "queued"
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert (job["image_width"], job["image_height"], job["image_format"]) == (64, 48, "JPEG")
+    assert stored_files(shared_dir) == [f"uploads/{job['id']}.jpg"]
+
+
+def test_several_files_make_several_jobs(client: TestClient, shared_dir: Path) -> None:
+    files = [
+        ("files", (f"img{i}.{ext}", encode(fmt)))
+        for i, (fmt, ext) in enumerate([("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp")])
+    ]
+    response = client.post("/v1/uploads", files=files)
+    assert response.status_code == 202
+    jobs = response.json()["jobs"]
+    assert [j["image_format"] for j in jobs] == ["JPEG", "PNG", "WEBP"]
+    assert "location" not in response.headers
+    assert stored_files(shared_dir) == sorted(
+        f"uploads/{j['id']}.{ext}" for j, ext in zip(jobs, ["jpg", "png", "webp"], strict=True)
+    )
+
+
+def test_content_is_sniffed_not_the_name_or_type(client: TestClient) -> None:
+    response = client.post(
+        "/v1/uploads", files={"files": ("photo.gif", encode("PNG"), "image/gif")}
+    )
+    assert response.status_code == 202
+    assert response.json()["jobs"][0]["image_format"] == "PNG"
+
+
+def test_idempotency_key_returns_the_same_jobs(client: TestClient, shared_dir: Path) -> None:
+    headers = {"Idempotency-Key": "retry-me-1"}
+    first = client.post("/v1/uploads", files={"files": ("a.png", encode("PNG"))}, headers=headers)
+    second = client.post("/v1/uploads", files={"files": ("a.png", encode("PNG"))}, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert [j["id"] for j in first.json()["jobs"]] == [j["id"] for j in second.json()["jobs"]]
+    assert job_count(client) == 1
+    assert len(stored_files(shared_dir)) == 1
+
+
+def test_empty_file_is_refused(client: TestClient, shared_dir: Path) -> None:
+    response = client.post("/v1/uploads", files={"files": ("empty.jpg", b"")})
+    assert_refused(client, shared_dir, response, 400, "empty_file")
+
+
+def test_text_named_like_an_image_is_not_an_image(client: TestClient, shared_dir: Path) -> None:
+    response = client.post(
+        "/v1/uploads", files={"files": ("x.jpg", b"hello, this is plain text" * 10, "image/jpeg")}
+    )
+    body = assert_refused(client, shared_dir, response, 415, "not_an_image")
+    assert "JPEG, PNG and WebP" in body["error"]["message"]
+
+
+def test_tiny_non_image_is_not_an_image(client: TestClient, shared_dir: Path) -> None:
+    response = client.post("/v1/uploads", files={"files": ("x.png", b"GIF")})
+    assert_refused(client, shared_dir, response, 415, "not_an_image")
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("GIF", "GIF"), ("BMP", "BMP"), ("TIFF", "TIFF")])
+def test_unsupported_format_names_the_supported_ones(
+    client: TestClient, shared_dir: Path, fmt: str, name: str
+) -> None:
+    response = client.post("/v1/uploads", files={"files": ("x.jpg", encode(fmt))})
+    body = assert_refused(client, shared_dir, response, 415, "unsupported_format")
+    assert name in body["error"]["message"]
+    assert body["error"]["details"]["supported"] == ["JPEG", "PNG", "WEBP"]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_truncated_image_is_refused(client: TestClient, shared_dir: Path, fmt: str) -> None:
+    data = encode(fmt, 300, 200, "blue")
+    response = client.post("/v1/uploads", files={"files": ("t.img", data[: len(data) * 2 // 3])})
+    assert_refused(client, shared_dir, response, 422, "corrupt_image")
+
+
+def test_corrupt_png_is_refused(client: TestClient, shared_dir: Path) -> None:
+    data = bytearray(encode("PNG", 300, 200, "green"))
+    data[60:80] = b"\x00" * 20  # inside IDAT: checksum no longer matches
+    response = client.post("/v1/uploads", files={"files": ("c.png", bytes(data))})
+    assert_refused(client, shared_dir, response, 422, "corrupt_image")
+
+
+def test_a_bad_file_refuses_the_whole_request(client: TestClient, shared_dir: Path) -> None:
+    files = [("files", ("good.png", encode("PNG"))), ("files", ("bad.jpg", b"not an image!!!!!"))]
+    response = client.post("/v1/uploads", files=files)
+    assert_refused(client, shared_dir, response, 415, "not_an_image")
+
+
+def test_too_many_bytes_is_413_while_streaming(client: TestClient, shared_dir: Path) -> None:
+    limit = resources_of(client).settings.max_upload_bytes
+    payload = encode("PNG") + b"\x00" * limit  # valid start, then more than allowed
+
+    def body() -> Any:  # chunked, without Content-Length: only the streaming limit can stop it
+        data, _ = multipart([(b"big.png", payload)])
+        for start in range(0, len(data), 65536):
+            yield data[start : start + 65536]
+
+    _, content_type = multipart([])
+    response = client.post("/v1/uploads", content=body(), headers={"Content-Type": content_type})
+    body_json = assert_refused(client, shared_dir, response, 413, "file_too_large")
+    assert body_json["error"]["details"]["max_bytes"] == limit
+
+
+def test_declared_oversized_request_is_refused_before_reading(
+    client: TestClient, shared_dir: Path
+) -> None:
+    data, content_type = multipart([(b"a.png", encode("PNG"))])
+    response = client.post(
+        "/v1/uploads",
+        content=data,
+        headers={"Content-Type": content_type, "Content-Length": str(10**12)},
+    )
+    assert_refused(client, shared_dir, response, 413, "file_too_large")
+
+
+@pytest.mark.parametrize("side", [10_000, 60_000])
+def test_too_many_pixels_is_refused_from_the_header(
+    client: TestClient, shared_dir: Path, side: int
+) -> None:
+    # side x side claimed, a few KB of data: only the header can have been read.
+    response = client.post("/v1/uploads", files={"files": ("bomb.png", png_bomb(side, side))})
+    body = assert_refused(client, shared_dir, response, 413, "too_many_pixels")
+    assert body["error"]["details"]["max_pixels"] == resources_of(client).settings.max_image_pixels
+
+
+def test_too_many_files_is_refused(client: TestClient, shared_dir: Path) -> None:
+    limit = resources_of(client).settings.max_files_per_request
+    files = [("files", (f"{i}.png", encode("PNG"))) for i in range(limit + 1)]
+    response = client.post("/v1/uploads", files=files)
+    assert_refused(client, shared_dir, response, 413, "too_many_files")
+
+
+def test_no_files_field_is_refused(client: TestClient, shared_dir: Path) -> None:
+    response = client.post("/v1/uploads", files={"image": ("a.png", encode("PNG"))})
+    assert_refused(client, shared_dir, response, 400, "no_files")
+
+
+def test_not_multipart_is_refused(client: TestClient, shared_dir: Path) -> None:
+    response = client.post(
+        "/v1/uploads",
+        content=json.dumps({"files": []}),
+        headers={"Content-Type": "application/json"},
+    )
+    assert_refused(client, shared_dir, response, 400, "bad_request")
+
+
+def test_body_cut_short_is_refused(client: TestClient, shared_dir: Path) -> None:
+    data, content_type = multipart([(b"a.png", encode("PNG"))])
+    response = client.post(
+        "/v1/uploads", content=data[:-40], headers={"Content-Type": content_type}
+    )
+    assert response.status_code == 400
+    assert job_count(client) == 0
+    assert stored_files(shared_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("raw_name", "kept"),
+    [
+        (b"../../x.jpg", "x.jpg"),
+        (b"..\\..\\windows\\x.jpg", "x.jpg"),
+        (b"/etc/passwd", "passwd"),
+        (b"nul\x00byte.jpg", "nulbyte.jpg"),
+        (b"a" * 1000 + b".jpg", "a" * 255),
+        ("фото_猫_🐱.jpg".encode(), "фото_猫_🐱.jpg"),
+        (b"..", None),
+    ],
+)
+def test_hostile_filenames_are_kept_only_as_clean_metadata(
+    client: TestClient, shared_dir: Path, raw_name: bytes, kept: str | None
+) -> None:
+    data, content_type = multipart([(raw_name, encode("JPEG"))])
+    response = client.post("/v1/uploads", content=data, headers={"Content-Type": content_type})
+    assert response.status_code == 202, response.text
+    (job,) = response.json()["jobs"]
+    assert job["filename"] == kept
+    # Stored under the server's name only, inside uploads/.
+    assert stored_files(shared_dir) == [f"uploads/{job['id']}.jpg"]

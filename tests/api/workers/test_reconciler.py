@@ -1,0 +1,99 @@
+"""The reconciler finishes jobs whose callback never came."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from app.jobs.models import Job
+from app.jobs.service import utcnow
+from tests.api.conftest import resources_of
+from tests.api.test_callbacks import DETECTION, submitted_job
+from tests.api.test_jobs import write_result
+from tests.support.kestra_standin import KestraStandin
+
+
+def go_quiet(client: TestClient) -> None:
+    """Pretend the callback should have come long ago."""
+    long_ago = utcnow() - timedelta(hours=1)
+    with resources_of(client).sessions() as session:
+        session.execute(update(Job).values(updated_at=long_ago, last_checked_at=None))
+        session.commit()
+
+
+def test_lost_success_callback_is_recovered(
+    kestra_client: TestClient, kestra: KestraStandin, shared_dir: Path
+) -> None:
+    job_id, execution_id = submitted_job(kestra_client)
+    write_result(
+        shared_dir,
+        job_id,
+        status="succeeded",
+        model="m",
+        inference_ms=3.0,
+        detections=[DETECTION],
+        annotated_path=None,
+    )
+    kestra.state.set_state(execution_id, "RUNNING")
+    kestra.state.set_state(execution_id, "SUCCESS")  # ...and the callback was dropped
+    go_quiet(kestra_client)
+    resources_of(kestra_client).reconciler.run_once()
+    job = kestra_client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "succeeded"
+    assert job["detections"] == [DETECTION]
+
+
+def test_kestra_failure_becomes_failed_with_its_reason(
+    kestra_client: TestClient, kestra: KestraStandin
+) -> None:
+    job_id, execution_id = submitted_job(kestra_client)
+    kestra.state.set_state(execution_id, "FAILED", failed_task="detect")
+    go_quiet(kestra_client)
+    resources_of(kestra_client).reconciler.run_once()
+    job = kestra_client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "failed"
+    assert "task 'detect' failed after 2 attempt(s)" in job["error"]
+
+
+def test_still_running_stays_running(kestra_client: TestClient, kestra: KestraStandin) -> None:
+    job_id, execution_id = submitted_job(kestra_client)
+    kestra.state.set_state(execution_id, "RUNNING")
+    go_quiet(kestra_client)
+    resources_of(kestra_client).reconciler.run_once()
+    assert kestra_client.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+
+
+def test_recent_jobs_are_left_to_their_callback(
+    kestra_client: TestClient, kestra: KestraStandin
+) -> None:
+    job_id, execution_id = submitted_job(kestra_client)
+    kestra.state.set_state(execution_id, "FAILED")
+    resources_of(kestra_client).reconciler.run_once()
+    assert kestra_client.get(f"/v1/jobs/{job_id}").json()["status"] == "submitted"
+
+
+def test_kestra_down_changes_nothing(kestra_client: TestClient, kestra: KestraStandin) -> None:
+    job_id, _ = submitted_job(kestra_client)
+    kestra.stop()
+    go_quiet(kestra_client)
+    resources_of(kestra_client).reconciler.run_once()
+    assert kestra_client.get(f"/v1/jobs/{job_id}").json()["status"] == "submitted"
+
+
+def test_vanished_execution_is_requeued_and_sent_again(
+    kestra_client: TestClient, kestra: KestraStandin
+) -> None:
+    job_id, execution_id = submitted_job(kestra_client)
+    with kestra.state.lock:
+        del kestra.state.executions[execution_id]  # e.g. Kestra's database was reset
+    go_quiet(kestra_client)
+    resources = resources_of(kestra_client)
+    resources.reconciler.run_once()
+    assert kestra_client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+    resources.dispatcher.run_once()
+    (execution,) = kestra.state.by_job(job_id)
+    job = kestra_client.get(f"/v1/jobs/{job_id}").json()
+    assert (job["status"], job["execution_id"]) == ("submitted", execution["id"])
