@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: help install dev test lint format typecheck unit migrate up down \
-        offline-images build-metrics lock clean
+.PHONY: help install dev test lint format typecheck unit docker-test migrate up up-offline \
+        down offline-images build-metrics lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -22,10 +22,8 @@ $(STAMP): api/pyproject.toml flows/requirements.txt
 install: $(STAMP) ## Create .venv with the API, dev tools and Ultralytics (for the Local orchestrator)
 
 dev: $(STAMP) ## Run the API on 127.0.0.1:8000 with SQLite and the Local orchestrator (no Docker)
-	cd api && ../$(PY) -m app.bootstrap
-	cd api && LOCAL_DETECT_SCRIPT=../flows/detect.py SHARED_DATA_DIR=../shared-data \
-	  DATABASE_URL=sqlite:///../shared-data/dev.sqlite3 LOG_JSON=false \
-	  ../$(PY) -m uvicorn app.main:app --host 127.0.0.1 --port 8000
+	PYTHONPATH=api $(PY) -m app.bootstrap
+	LOG_JSON=false $(PY) -m uvicorn --app-dir api app.main:app --host 127.0.0.1 --port 8000
 
 lint: $(STAMP) ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
@@ -43,14 +41,31 @@ unit: $(STAMP) ## The test suite without lint and types
 
 test: lint typecheck unit ## Everything CI runs: lint, types, all tests (Docker tests included)
 
-migrate: $(STAMP) ## Apply the Alembic migrations to DATABASE_URL
-	cd api && ../$(PY) -m alembic upgrade head
+docker-test: $(STAMP) ## The Docker tests alone (image build, hardening, compose)
+	$(PY) -m pytest tests/docker
+
+migrate: $(STAMP) ## Apply the Alembic migrations to DATABASE_URL (and lay out SHARED_DATA_DIR)
+	PYTHONPATH=api $(PY) -m app.bootstrap
 
 up: ## docker compose up (the whole stack)
 	docker compose up -d --wait
 
+up-offline: ## docker compose up with the local stand-in images (no registry; see offline-images)
+	docker compose -f docker-compose.yml -f docker-compose.offline.yml up -d --wait
+
 down: ## Stop the stack (volumes are kept)
 	docker compose down
+
+offline-images: ## Build stand-ins for python:3.13-slim and postgres:17 from Debian (root, debootstrap)
+	docker/offline/build-images.sh
+
+build-metrics: $(STAMP) ## Build api/Dockerfile and a naive Dockerfile side by side; print the table
+	$(PY) scripts/build_metrics.py
+
+lock: $(STAMP) ## Re-pin the API's dependencies for the Docker build (api/requirements.lock)
+	$(PY) -m pip install --quiet uv
+	cd api && ../$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.13 \
+	  --python-platform linux --no-annotate -o requirements.lock
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache

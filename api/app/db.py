@@ -51,10 +51,17 @@ def make_engine(settings: Settings) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
+            dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _write_lock(conn: Any) -> None:
+            # SQLite has no SELECT ... FOR UPDATE: take the write lock when a transaction
+            # starts, so concurrent status updates serialise instead of overwriting.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 RESULT_SCHEMA_VERSION = 1
-_SUBDIRS = ("tmp", "uploads", "results")
+_SUBDIRS = ("tmp", "uploads", "results", "models")
 
 
 class ResultUnavailable(Exception):

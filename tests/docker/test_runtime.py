@@ -1,0 +1,212 @@
+"""The API container at run time, hardened as compose runs it: read-only root filesystem,
+tmpfs /tmp, no capabilities, no-new-privileges, uid 1000; its HEALTHCHECK as `docker ps`
+reports it."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+
+import pytest
+
+from tests.docker.conftest import BuiltImage
+from tests.docker.dockerutil import Docker
+
+pytestmark = pytest.mark.docker
+
+HARDENING = [
+    "--read-only",
+    "--tmpfs",
+    "/tmp:size=64m,mode=1777",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges:true",
+]
+# Faster than the image's defaults (15 s); the check itself is the image's.
+FAST_HEALTH = [
+    "--health-interval",
+    "2s",
+    "--health-timeout",
+    "2s",
+    "--health-retries",
+    "2",
+    "--health-start-period",
+    "60s",
+]
+
+
+@dataclass
+class Stack:
+    network: str
+    postgres: str
+    volume: str
+    env: list[str]
+
+
+@pytest.fixture
+def db_stack(
+    docker: Docker, postgres_image: str, unique_name: str, cleanup: list[tuple[str, str]]
+) -> Stack:
+    """A network, a volume and a healthy Postgres; the API's environment pointing at them
+    (and at a Kestra that does not exist)."""
+    network, volume, pg = f"{unique_name}-net", f"{unique_name}-data", f"{unique_name}-pg"
+    password = secrets.token_hex(12)
+    docker("network", "create", network)
+    cleanup.append(("network", network))
+    docker("volume", "create", volume)
+    cleanup.append(("volume", volume))
+    docker(
+        "run",
+        "-d",
+        "--name",
+        pg,
+        "--network",
+        network,
+        "--network-alias",
+        "postgres",
+        "-e",
+        f"POSTGRES_PASSWORD={password}",
+        # Explicit, because the official image has no HEALTHCHECK of its own.
+        "--health-cmd",
+        "pg_isready -q -h 127.0.0.1 -U postgres",
+        "--health-interval",
+        "2s",
+        "--health-retries",
+        "30",
+        postgres_image,
+    )
+    cleanup.append(("container", pg))
+    docker.wait_status(pg, "(healthy)", timeout=120)
+    env = [
+        "-e",
+        f"DATABASE_URL=postgresql+psycopg2://postgres:{password}@postgres:5432/postgres",
+        "-e",
+        "SHARED_DATA_DIR=/data",
+        "-e",
+        "ORCHESTRATOR=kestra",
+        "-e",
+        "KESTRA_URL=http://kestra.invalid:8080",
+        "-e",
+        "KESTRA_MANAGEMENT_URL=http://kestra.invalid:8081",
+        "-e",
+        "KESTRA_USERNAME=admin@example.com",
+        "-e",
+        f"KESTRA_PASSWORD={secrets.token_hex(8)}Aa1",
+        "-e",
+        f"CALLBACK_TOKEN={secrets.token_hex(16)}",
+        "-e",
+        "LOG_LEVEL=WARNING",
+    ]
+    return Stack(network, pg, volume, env)
+
+
+def start_api(
+    docker: Docker, image: str, stack: Stack, name: str, cleanup: list[tuple[str, str]]
+) -> None:
+    # The one-shot bootstrap first, hardened the same way (it writes only to /data).
+    docker(
+        "run",
+        "--rm",
+        "--network",
+        stack.network,
+        "-v",
+        f"{stack.volume}:/data",
+        *HARDENING,
+        *stack.env,
+        image,
+        "python",
+        "-m",
+        "app.bootstrap",
+        timeout=180,
+    )
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        stack.network,
+        "-v",
+        f"{stack.volume}:/data",
+        *HARDENING,
+        *FAST_HEALTH,
+        *stack.env,
+        image,
+    )
+    cleanup.append(("container", name))
+
+
+def exec_py(docker: Docker, container: str, code: str) -> str:
+    return docker("exec", container, "python", "-c", code).stdout
+
+
+def test_healthy_once_db_is_up_then_unhealthy_when_app_cannot_answer(
+    docker: Docker,
+    api_image: BuiltImage,
+    db_stack: Stack,
+    unique_name: str,
+    cleanup: list[tuple[str, str]],
+) -> None:
+    api = f"{unique_name}-api"
+    start_api(docker, api_image.tag, db_stack, api, cleanup)
+    assert "(healthy)" in docker.wait_status(api, "(healthy)", timeout=120)
+
+    # The app stops answering (process frozen): the image's check times out -> unhealthy.
+    docker("kill", "--signal", "SIGSTOP", api)
+    try:
+        assert "(unhealthy)" in docker.wait_status(api, "(unhealthy)", timeout=60)
+    finally:
+        docker("kill", "--signal", "SIGCONT", api, check=False)
+    # And it recovers on its own once the process answers again.
+    assert "(healthy)" in docker.wait_status(api, "(healthy)", timeout=60)
+
+
+def test_read_only_root_filesystem(
+    docker: Docker,
+    api_image: BuiltImage,
+    db_stack: Stack,
+    unique_name: str,
+    cleanup: list[tuple[str, str]],
+) -> None:
+    api = f"{unique_name}-api"
+    start_api(docker, api_image.tag, db_stack, api, cleanup)
+    docker.wait_status(api, "(healthy)", timeout=120)
+    state = docker.inspect(api, "container")
+    assert state["HostConfig"]["ReadonlyRootfs"] is True
+    assert state["HostConfig"]["CapDrop"] in (["ALL"], ["all"])
+
+    probe = (
+        "import os, pathlib\n"
+        "out = {}\n"
+        "for d in ('/app', '/opt/venv', '/etc', '/tmp', '/data/tmp'):\n"
+        "    try:\n"
+        "        p = pathlib.Path(d, 'probe'); p.write_text('x'); p.unlink(); out[d] = 'ok'\n"
+        "    except OSError as e:\n"
+        "        out[d] = e.strerror\n"
+        "out['uid'] = os.getuid()\n"
+        "print(__import__('json').dumps(out))\n"
+    )
+    result = json.loads(exec_py(docker, api, probe))
+    assert result["uid"] == 1000
+    assert result["/tmp"] == "ok"
+    assert result["/data/tmp"] == "ok"
+    for path in ("/app", "/opt/venv", "/etc"):
+        assert result[path] == "Read-only file system", result
+
+    # Readiness from inside: database reachable, orchestrator (no Kestra here) not.
+    ready = (
+        "import json, urllib.request, urllib.error\n"
+        "try:\n"
+        "    r = urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=10)\n"
+        "    print(r.status, r.read().decode())\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print(e.code, e.read().decode())\n"
+    )
+    status, _, body = exec_py(docker, api, ready).partition(" ")
+    checks = json.loads(body)["checks"]
+    assert status == "503"
+    assert checks["database"] == "ok"
+    assert checks["storage"] == "ok"
+    assert checks["orchestrator"].startswith("unreachable")

@@ -1,0 +1,54 @@
+"""Checks of kestra/application.yml: the settings the stack depends on."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+CONFIG = Path(__file__).resolve().parents[2] / "kestra" / "application.yml"
+PLACEHOLDER = re.compile(r"^\$\{[A-Z][A-Z0-9_]*(:[^}]*)?\}$")
+
+
+def load() -> dict:
+    return yaml.safe_load(CONFIG.read_text())
+
+
+def test_postgres_repository_and_queue():
+    cfg = load()
+    ds = cfg["datasources"]["postgres"]
+    assert ds["url"].startswith("jdbc:postgresql://")
+    assert ds["driverClassName"] == "org.postgresql.Driver"
+    assert PLACEHOLDER.match(ds["password"])
+    assert ":" not in ds["password"], "no default password"
+    assert cfg["kestra"]["repository"]["type"] == "postgres"
+    assert cfg["kestra"]["queue"]["type"] == "postgres"
+
+
+def test_storage_tmpdir_url():
+    k = load()["kestra"]
+    assert k["storage"] == {"type": "local", "local": {"base-path": "/app/storage"}}
+    assert k["tasks"]["tmp-dir"]["path"] == "/tmp/kestra-wd/tmp"
+    assert "8080" in k["url"]
+
+
+def test_basic_auth_from_environment_without_defaults():
+    auth = load()["kestra"]["server"]["basic-auth"]
+    for key in ("username", "password"):
+        assert PLACEHOLDER.match(auth[key]), auth[key]
+        assert ":" not in auth[key], "no default"
+
+
+def test_docker_runner_volumes_enabled():
+    confs = load()["kestra"]["plugins"]["configurations"]
+    docker = [c for c in confs if c["type"] == "io.kestra.plugin.scripts.runner.docker.Docker"]
+    assert docker
+    assert docker[0]["values"]["volume-enabled"] is True
+
+
+def test_env_prefix_matches_flow():
+    assert load()["kestra"]["variables"]["env-vars-prefix"] == "ENV_"
+    flow = (Path(__file__).resolve().parents[2] / "flows" / "yolo-detect.yml").read_text()
+    for name in ("envs.api_url", "envs.callback_token", "envs.shared_volume", "envs.yolo_image"):
+        assert name in flow
