@@ -15,10 +15,11 @@ sys.path.insert(0, str(ROOT / "api"))  # the API package (`app`), as installed b
 
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:
-    """DATABASE_URL's server when given (its user must be allowed to create databases);
+    """The Postgres server of TEST_DATABASE_URL or DATABASE_URL when given (its user must be
+    allowed to create databases: each test gets its own, cloned from a migrated template);
     otherwise a cluster started from the machine's PostgreSQL binaries, removed afterwards."""
-    given = os.environ.get("TEST_DATABASE_URL")
-    if given:
+    given = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL", "")
+    if given.startswith("postgresql"):
         yield given
         return
     from tests.support.postgres import ThrowawayCluster

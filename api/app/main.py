@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import health
+from app import health, ui
 from app.config import OrchestratorKind, Settings, load_settings
 from app.db import make_engine, make_session_factory, session_scope
 from app.deps import Resources
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(job_routes.router)
+    app.include_router(ui.router)
     return app
 
 

@@ -12,7 +12,9 @@ from app.config import OrchestratorKind, Settings, load_settings
 from tests.conftest import ROOT
 
 
-def test_defaults_are_the_no_docker_dev_mode() -> None:
+def test_defaults_are_the_no_docker_dev_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "ORCHESTRATOR"):
+        monkeypatch.delenv(name, raising=False)
     settings = Settings()
     assert settings.orchestrator is OrchestratorKind.LOCAL
     assert settings.uses_sqlite

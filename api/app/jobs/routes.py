@@ -11,10 +11,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
 from app.deps import Resources, ResourcesDep, SessionDep
-from app.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized, error_body
+from app.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized
 from app.imaging import inspect_image
 from app.jobs import repository, service
 from app.jobs.models import JobStatus
@@ -28,12 +29,30 @@ _MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 _MULTIPART_OVERHEAD = 64 * 1024
 
 
+class ErrorInfo(BaseModel):
+    code: str = Field(examples=["unsupported_format"], description="Stable, for programs.")
+    message: str = Field(examples=["GIF images are not supported."], description="For people.")
+    details: dict[str, Any] = Field(examples=[{"detected": "GIF"}])
+
+
+class ErrorOut(BaseModel):
+    """The one shape of every error answer."""
+
+    error: ErrorInfo
+
+
+_CODES = {
+    400: "`empty_file`, `no_files`, `bad_request`",
+    401: "`unauthorized`",
+    404: "`not_found`",
+    413: "`file_too_large`, `too_many_files`, `too_many_pixels`",
+    415: "`not_an_image`, `unsupported_format`",
+    422: "`invalid_request`; uploads: `corrupt_image`",
+}
+
+
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    example = error_body("code", "What went wrong, in words.")
-    return {
-        code: {"description": "Error", "content": {"application/json": {"example": example}}}
-        for code in codes
-    }
+    return {code: {"model": ErrorOut, "description": _CODES[code]} for code in (*codes, 422)}
 
 
 @router.post(
@@ -42,7 +61,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     response_model=UploadAccepted,
     tags=["uploads"],
     summary="Upload one or more images for detection",
-    responses=_errors(400, 413, 415, 422),
+    responses=_errors(400, 413, 415),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -131,7 +150,7 @@ def _accepted(response: Response, jobs: list[JobOut]) -> UploadAccepted:
     response_model=JobPage,
     tags=["jobs"],
     summary="List jobs, newest first",
-    responses=_errors(422),
+    responses=_errors(),
 )
 def list_jobs(
     session: SessionDep,
@@ -197,7 +216,7 @@ def get_annotated(job_id: str, session: SessionDep, resources: ResourcesDep) -> 
     response_model=CallbackAck,
     tags=["callbacks"],
     summary="Kestra reports an execution's final state",
-    responses=_errors(401, 404, 422),
+    responses=_errors(401, 404),
 )
 def kestra_callback(
     body: KestraCallback,

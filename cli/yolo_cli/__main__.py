@@ -1,0 +1,3 @@
+from yolo_cli.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""`yoloctl upload PATH...` and `yoloctl status JOB_ID...`: the API from a shell.
+
+Exit codes: 0 every file was accepted (and, with --wait, every job succeeded); 1 a file was
+refused or a job failed or did not finish in time; 2 the command could not run (bad
+arguments, no images found, the API unreachable)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from yolo_cli import __version__
+from yolo_cli.client import TERMINAL, Api, ApiError, Refused, Unreachable
+from yolo_cli.output import Progress, Row, render_json, render_table
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class UsageError(Exception):
+    """A mistake in the command line, reported as such."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except UsageError as exc:
+        return _fail(str(exc))
+    except Unreachable as exc:
+        return _fail(
+            f"cannot reach the API at {args.url}: {exc}.\n"
+            "Is it running? Point to it with --url or YOLO_API_URL."
+        )
+    except ApiError as exc:
+        return _fail(f"the API at {args.url} answered: {exc}")
+    except KeyboardInterrupt:
+        return _fail("interrupted", code=130)
+
+
+def upload(args: argparse.Namespace) -> int:
+    paths = find_images(args.paths)
+    with Api(args.url) as api:
+        rows = send(api, paths, args.batch, _progress(args, "upload", len(paths)))
+        if args.wait:
+            wait(api, rows, args.timeout, _progress(args, "detect", len(rows)))
+    return _report(args, rows)
+
+
+def status(args: argparse.Namespace) -> int:
+    with Api(args.url) as api:
+        rows = [_row_of(api, job_id) for job_id in args.job_ids]
+        if args.wait:
+            wait(api, rows, args.timeout, _progress(args, "detect", len(rows)))
+    return _report(args, rows)
+
+
+def find_images(arguments: Iterable[str]) -> list[Path]:
+    """Files as given (the API says what is wrong with a non-image), and the JPEG, PNG and
+    WebP files under each folder, recursively, in name order; hidden entries are skipped."""
+    found: dict[Path, None] = {}
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_file():
+            found[path] = None
+        elif path.is_dir():
+            for child in sorted(path.rglob("*")):
+                hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
+                if child.suffix.lower() in IMAGE_SUFFIXES and child.is_file() and not hidden:
+                    found[child] = None
+        else:
+            raise UsageError(f"{argument}: no such file or folder")
+    if not found:
+        raise UsageError("no images found (looked for .jpg, .jpeg, .png and .webp files)")
+    return list(found)
+
+
+def send(api: Api, paths: list[Path], batch: int, progress: Progress) -> list[Row]:
+    """Upload in requests of at most `batch` files. The API refuses a whole request when one
+    file is bad, so a refused request is re-sent file by file to name the culprit."""
+    rows: list[Row] = []
+    chunks = [paths[i : i + batch] for i in range(0, len(paths), batch)]
+    while chunks:
+        chunk = chunks.pop(0)
+        try:
+            jobs = api.upload(chunk)
+        except Refused as exc:
+            if len(chunk) > 1 and 400 <= exc.status < 500:
+                size = int(exc.details.get("max_files", 1)) if exc.code == "too_many_files" else 1
+                chunks[:0] = [chunk[i : i + size] for i in range(0, len(chunk), size)]
+                continue
+            rows += [Row(str(path), error=exc.message, error_code=exc.code) for path in chunk]
+        else:
+            rows += [Row(str(path), job) for path, job in zip(chunk, jobs, strict=True)]
+        progress.update(len(rows), _refused_note(rows))
+    progress.close()
+    return rows
+
+
+def wait(api: Api, rows: list[Row], timeout_s: float, progress: Progress) -> None:
+    """Poll the unfinished jobs until each has succeeded or failed, or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    pending = [(row, row.job["id"]) for row in rows if row.job and row.status not in TERMINAL]
+    while True:
+        for row, job_id in list(pending):
+            row.job = api.job(job_id)
+            if row.status in TERMINAL:
+                pending.remove((row, job_id))
+        failed = sum(row.status in ("failed", "refused") for row in rows)
+        progress.update(len(rows) - len(pending), f"{failed} failed" if failed else "")
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            for row, _ in pending:
+                row.error = f"still {row.status} after {timeout_s:g} s (not waiting any longer)"
+            break
+        time.sleep(0.5)
+    progress.close()
+
+
+def _row_of(api: Api, job_id: str) -> Row:
+    try:
+        job = api.job(job_id)
+    except Refused as exc:
+        return Row(job_id, error=exc.message, error_code=exc.code, no_job="unknown")
+    return Row(job.get("filename") or job_id, job)
+
+
+def _report(args: argparse.Namespace, rows: list[Row]) -> int:
+    print(render_json(rows) if args.json else render_table(rows))
+    return EXIT_OK if all(row.ok for row in rows) else EXIT_FAILED
+
+
+def _refused_note(rows: list[Row]) -> str:
+    refused = sum(row.job is None for row in rows)
+    return f"{refused} refused" if refused else ""
+
+
+def _progress(args: argparse.Namespace, label: str, total: int) -> Progress:
+    return Progress(sys.stderr, label, total, enabled=not args.quiet)
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> int:
+    print(f"yoloctl: {message}", file=sys.stderr)
+    return code
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=os.environ.get("YOLO_API_URL", DEFAULT_URL),
+        help="the API's base URL (default: $YOLO_API_URL or %(default)s)",
+    )
+    common.add_argument("--wait", action="store_true", help="wait until every job has finished")
+    common.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait at most (default: 600)"
+    )
+    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    parser = argparse.ArgumentParser(
+        prog="yoloctl", description="Object detection with the YOLO inference API."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    up = commands.add_parser("upload", parents=[common], help="upload images or folders of images")
+    up.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    up.add_argument(
+        "--batch",
+        type=_positive,
+        default=8,
+        help="files per request (default: 8; lowered to the server's limit if it is smaller)",
+    )
+    up.set_defaults(command=upload)
+
+    st = commands.add_parser("status", parents=[common], help="show jobs by id")
+    st.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+    st.set_defaults(command=status)
+    return parser

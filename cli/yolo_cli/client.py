@@ -1,0 +1,159 @@
+"""The API over HTTP: uploads and jobs, its one error shape turned into exceptions."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+Job = dict[str, Any]
+TERMINAL = frozenset({"succeeded", "failed"})
+# The API sniffs the content; the media type is only a courtesy to proxies and logs.
+_MEDIA_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+}
+_BUSY = frozenset({429, 502, 503, 504})
+
+
+class ApiError(Exception):
+    """Something the CLI reports in words, without a traceback."""
+
+
+class Unreachable(ApiError):
+    """No HTTP answer at all: connection refused, unknown host, time-out."""
+
+
+class Refused(ApiError):
+    """An HTTP error answer, with the API's body `{"error": {code, message, details}}`."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any],
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.retry_after_s = retry_after_s
+
+    @property
+    def busy(self) -> bool:
+        """Worth retrying later: the service is overloaded or briefly away."""
+        return self.status in _BUSY
+
+
+class Api:
+    """One HTTP client for the whole run; `retries` bounds how often a busy answer is retried."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        retries: int = 4,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(120.0, connect=5.0),
+            transport=transport,
+            headers={"Accept": "application/json"},
+        )
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._http.close()
+
+    def upload(self, paths: list[Path]) -> list[Job]:
+        """Send `paths` in one request; the API accepts all of them or none.
+
+        A busy answer is retried with the same Idempotency-Key, so a request that did get
+        through the first time is never turned into a second set of jobs."""
+        key = uuid.uuid4().hex
+        for attempt in range(self.retries + 1):
+            with ExitStack() as stack:
+                files = [
+                    (
+                        "files",
+                        (
+                            path.name,
+                            stack.enter_context(path.open("rb")),
+                            _MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+                        ),
+                    )
+                    for path in paths
+                ]
+                try:
+                    body = self._call(
+                        "POST", "/v1/uploads", files=files, headers={"Idempotency-Key": key}
+                    )
+                except Refused as exc:
+                    if not exc.busy or attempt == self.retries:
+                        raise
+                    time.sleep(_retry_delay(exc, attempt))
+                    continue
+            jobs: list[Job] = body["jobs"]
+            return jobs
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def job(self, job_id: str) -> Job:
+        job: Job = self._call("GET", f"/v1/jobs/{job_id}")
+        return job
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unreachable(_describe(exc)) from None
+        if response.is_success:
+            return response.json()
+        raise _refused(response)
+
+
+def _refused(response: httpx.Response) -> Refused:
+    status = response.status_code
+    after = response.headers.get("retry-after", "")
+    retry_after_s = float(after) if after.isdigit() else None
+    try:
+        error = response.json()["error"]
+        return Refused(
+            status, error["code"], error["message"], error.get("details") or {}, retry_after_s
+        )
+    except (ValueError, KeyError, TypeError):  # not the API's error shape (a proxy, say)
+        text = " ".join(response.text.split())[:200]
+        message = f"HTTP {status} {response.reason_phrase}: {text}".rstrip(": ")
+        return Refused(status, "http_error", message, {}, retry_after_s)
+
+
+def _retry_delay(exc: Refused, attempt: int) -> float:
+    """The server's Retry-After (capped at 30 s), else 1, 2, 4, 8 s."""
+    return min(exc.retry_after_s, 30.0) if exc.retry_after_s is not None else 2.0**attempt
+
+
+def _describe(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection failed (" + (str(exc) or "refused") + ")"
+    if isinstance(exc, httpx.TimeoutException):
+        return "no answer in time"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,37 @@
+"""The CLI (cli/yolo_cli) run as a user runs it, in a subprocess, against a running API."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.api.conftest import (  # noqa: F401 (fixtures)
+    database_url,
+    make_settings,
+    shared_dir,
+    template_database,
+)
+from tests.conftest import ROOT
+from tests.support.live_api import start_api  # noqa: F401 (fixture)
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault(
+    "YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "ultralytics-config-tests")
+)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m yolo_cli ARGS` from the source tree (installed or not), without a terminal."""
+    environ = {**os.environ, "PYTHONPATH": str(ROOT / "cli"), **(env or {})}
+    environ.pop("YOLO_API_URL", None) if env is None or "YOLO_API_URL" not in env else None
+    return subprocess.run(
+        [sys.executable, "-m", "yolo_cli", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=300,
+        check=False,
+    )

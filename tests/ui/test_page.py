@@ -1,0 +1,226 @@
+"""The upload page at `/`, in headless Chromium against a running API with the fixture model:
+what a person sees after choosing images, and what they read when something is wrong."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tests.conftest import ROOT
+from tests.fixtures.synthetic import (
+    CLASS_NAMES,
+    HELD_OUT_SEED_START,
+    GroundTruth,
+    match,
+    render_scene,
+)
+from tests.support.live_api import StartApi
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator, Page
+
+ARTIFACTS = ROOT / "test-artifacts"
+LABEL = re.compile(r"^(circle|square|triangle) (\d{1,3})%$")
+
+
+def scene(directory: Path, name: str, seed: int, **size: int) -> list[GroundTruth]:
+    image, truth = render_scene(HELD_OUT_SEED_START + seed, **size)
+    image.save(directory / name, quality=92)
+    return truth
+
+
+def drawn_boxes(card: Locator) -> list[dict[str, Any]]:
+    """Each box as drawn on screen, mapped back to pixels of the original image."""
+    img = card.locator("img")
+    shown = img.bounding_box()
+    natural_width = img.evaluate("img => img.naturalWidth")
+    assert shown is not None
+    scale = natural_width / shown["width"]
+    boxes = []
+    for group in card.locator("g").all():
+        rect = group.locator("rect").bounding_box()
+        assert rect is not None
+        left, top = rect["x"] - shown["x"], rect["y"] - shown["y"]
+        box = (left, top, left + rect["width"], top + rect["height"])
+        boxes.append(
+            {
+                "class_name": group.get_attribute("data-class"),
+                "label": group.locator("text").text_content().strip(),
+                "box": tuple(v * scale for v in box),
+            }
+        )
+    return boxes
+
+
+def watch_for_errors(page: Page) -> list[str]:
+    """Script errors and CSP violations the page causes, to assert there are none."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
+    return errors
+
+
+@pytest.mark.slow
+def test_two_uploads_show_one_labelled_box_per_object(
+    page: Page, start_api: StartApi, tmp_path: Path
+) -> None:
+    url = start_api()
+    truths = {
+        # Wider than the page: shown scaled down, so the overlay must scale its boxes too.
+        "shapes-wide.png": scene(tmp_path, "shapes-wide.png", 6121, width=1200, height=800),
+        "shapes.jpg": scene(tmp_path, "shapes.jpg", 6134),
+    }
+    errors = watch_for_errors(page)
+    page.goto(url)
+    page.locator("input[type=file]").set_input_files([tmp_path / name for name in truths])
+
+    done = page.locator("article[data-status=succeeded]")
+    done.nth(1).wait_for(timeout=180_000)
+    page.locator("tbody tr", has_text="succeeded").nth(1).wait_for()
+    assert page.locator("article").count() == 2
+    jobs = {job["filename"]: job for job in httpx.get(f"{url}/v1/jobs").json()["jobs"]}
+
+    for card in done.all():
+        name = card.locator("b").text_content()
+        truth, job = truths[name], jobs[name]
+        boxes = drawn_boxes(card)
+        assert len(boxes) == len(truth), boxes
+        assert card.locator("span").text_content() == f"Done: {len(truth)} object(s)"
+        assert sorted(b["class_name"] for b in boxes) == sorted(t.class_name for t in truth)
+        for box in boxes:
+            label = LABEL.match(box["label"])
+            assert label, box["label"]
+            assert label[1] == box["class_name"]
+        detections = [(CLASS_NAMES.index(b["class_name"]), b["box"]) for b in boxes]
+        assert match(truth, detections)["ok"], (truth, boxes)
+        # Drawn where the API says, to the pixel, with the confidence it gives.
+        for box, d in zip(boxes, job["detections"], strict=True):
+            api_box = [d["box"][k] for k in ("x1", "y1", "x2", "y2")]
+            assert box["box"] == pytest.approx(api_box, abs=1.5)
+            assert box["label"] == f"{d['class_name']} {round(d['confidence'] * 100)}%"
+        overlay, image = card.locator("svg").bounding_box(), card.locator("img").bounding_box()
+        assert overlay == pytest.approx(image, abs=0.5)
+
+    wide = done.filter(has_text="shapes-wide.png").locator("img")
+    assert wide.bounding_box()["width"] < 1200  # really shown scaled down
+    assert errors == []
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "upload-page.png"
+    page.screenshot(path=shot, full_page=True)
+    if os.environ.get("UPDATE_SCREENSHOT"):
+        shutil.copyfile(shot, ROOT / "docs" / "screenshot.png")
+
+
+def test_refused_files_are_explained_in_words(
+    page: Page, start_api: StartApi, tmp_path: Path
+) -> None:
+    url = start_api(max_upload_bytes=2 * 1024 * 1024)
+    (tmp_path / "notes.txt").write_text("not a picture")
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "anim.gif")
+    (tmp_path / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(3 * 1024 * 1024))
+    expected = {
+        "notes.txt": "The file is not an image; upload JPEG, PNG and WebP.",
+        "anim.gif": "GIF images are not supported; upload JPEG, PNG and WebP.",
+        "huge.png": "Each file may have at most 2.0 MB. Try a smaller image.",
+    }
+    errors = watch_for_errors(page)
+    page.goto(url)
+    page.locator("input[type=file]").set_input_files([tmp_path / name for name in expected])
+
+    refused = page.locator("article[data-status=refused]")
+    refused.nth(2).wait_for()
+    shown = {
+        card.locator("b").text_content(): card.locator("p").text_content() for card in refused.all()
+    }
+    assert shown == expected
+    assert all(card.locator("span").text_content() == "Not accepted" for card in refused.all())
+    assert page.locator("tbody tr").count() == 0  # nothing was kept
+    assert errors == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "upload-page-refused.png", full_page=True)
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        pytest.param(
+            lambda route: route.fulfill(
+                status=503,
+                json={
+                    "error": {
+                        "code": "unavailable",
+                        "message": "Too many jobs waiting.",
+                        "details": {},
+                    }
+                },
+            ),
+            "Too many jobs waiting. The service is busy: please try again in a minute.",
+            id="busy",
+        ),
+        pytest.param(
+            lambda route: route.abort("connectionrefused"),
+            "Cannot reach the server. Is it running?",
+            id="unreachable",
+        ),
+        pytest.param(
+            lambda route: route.fulfill(status=502, body="<html>Bad gateway</html>"),
+            "The server answered 502.",
+            id="not-the-api",
+        ),
+    ],
+)
+def test_a_failed_request_is_explained(
+    page: Page, start_api: StartApi, tmp_path: Path, answer: Any, words: str
+) -> None:
+    url = start_api(workers_enabled=False)
+    scene(tmp_path, "a.png", 6104)
+    page.route("**/v1/uploads", answer)
+    page.goto(url)
+    page.locator("input[type=file]").set_input_files(tmp_path / "a.png")
+    card = page.locator("article[data-status=refused]")
+    card.wait_for()
+    assert card.locator("p").text_content() == words
+
+
+def test_page_is_served_with_a_strict_content_security_policy(client: TestClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'self'" in policy
+    assert re.search(r"script-src 'sha256-[A-Za-z0-9+/=]{44}';", policy)
+    assert "unsafe" not in policy
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "/" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_dropped_images_are_uploaded(page: Page, start_api: StartApi, tmp_path: Path) -> None:
+    url = start_api(workers_enabled=False)  # the job stays queued: this is about the drop
+    scene(tmp_path, "dropped.png", 6128)
+    page.goto(url)
+    page.locator("label").evaluate(
+        """(zone, [name, bytes]) => {
+            const data = new DataTransfer();
+            data.items.add(new File([new Uint8Array(bytes)], name, {type: 'image/png'}));
+            zone.dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true}));
+        }""",
+        ["dropped.png", list((tmp_path / "dropped.png").read_bytes())],
+    )
+    card = page.locator("article[data-status=queued]")
+    card.wait_for()
+    assert card.locator("b").text_content() == "dropped.png"
+    assert card.locator("span").text_content() == "Waiting…"
+    (job,) = httpx.get(f"{url}/v1/jobs").json()["jobs"]
+    assert job["filename"] == "dropped.png"
