@@ -138,7 +138,7 @@ def main() -> None:
             server("app.main:app", api_env, ROOT / "api") as api_url,
             server("bare_app:app", bare_env, ROOT / "bench") as bare_url,
         ):
-            for name, url in (("api", api_url), ("bare", bare_url)):  # warm-up
+            for url in (api_url, bare_url):  # warm-up
                 asyncio.run(drive(url, payload, 4, 40))
             for _ in range(args.repeats):
                 for concurrency in args.concurrency:

@@ -25,8 +25,8 @@ os.environ.setdefault(
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m yolo_cli ARGS` from the source tree (installed or not), without a terminal."""
-    environ = {**os.environ, "PYTHONPATH": str(ROOT / "cli"), **(env or {})}
-    environ.pop("YOLO_API_URL", None) if env is None or "YOLO_API_URL" not in env else None
+    environ = {k: v for k, v in os.environ.items() if k != "YOLO_API_URL"}
+    environ.update(PYTHONPATH=str(ROOT / "cli"), **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "yolo_cli", *args],
         capture_output=True,
