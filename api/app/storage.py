@@ -57,9 +57,15 @@ class SharedStorage:
         return TempUpload(path, path.open("xb"))
 
     def commit_upload(self, temp_path: Path, relative: str) -> None:
+        """Durably move a received file into place (call sync_dir afterwards)."""
         target = self.path(relative)
+        _fsync(temp_path)  # the bytes reach the disk before the name does
         os.chmod(temp_path, 0o644)  # inference containers read it
         os.replace(temp_path, target)
+
+    def sync_dir(self, sub: str) -> None:
+        """Make renames into `sub` durable: once per request, not per file."""
+        _fsync(self.root / sub)
 
     @staticmethod
     def upload_path(job_id: str, extension: str) -> str:
@@ -94,3 +100,11 @@ class SharedStorage:
 
     def is_writable(self) -> bool:
         return os.access(self.root / "uploads", os.W_OK)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -101,6 +101,7 @@ def create_jobs(
                     updated_at=now,
                 )
             )
+        storage.sync_dir("uploads")  # a committed job always finds its upload after a crash
         session.add_all(jobs)
         session.flush()
     except BaseException:

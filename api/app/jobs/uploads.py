@@ -8,7 +8,6 @@ first bytes are sniffed before the rest is stored. Nothing is held whole in memo
 from __future__ import annotations
 
 import hashlib
-import os
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -170,8 +169,8 @@ class UploadReceiver:
         part = self._part
         if part.temp is None:
             return
-        part.temp.handle.flush()
-        os.fsync(part.temp.handle.fileno())
+        # No fsync here: this runs on the event loop. The file is synced when it is moved
+        # into uploads/, in the worker thread that also commits the job.
         part.temp.handle.close()
         if part.size == 0:
             raise EmptyFile("An uploaded file is empty.", filename=part.filename)
