@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import CALLBACK_TOKEN, resources_of
-from tests.api.test_jobs import upload, write_result
+from tests.api.test_jobs import upload, write_result, write_success
 from tests.support.kestra_standin import KestraStandin
 
 AUTH = {"Authorization": f"Bearer {CALLBACK_TOKEN}"}
@@ -66,15 +66,7 @@ def test_the_same_callback_twice_changes_nothing(
     kestra_client: TestClient, shared_dir: Path
 ) -> None:
     job_id, execution_id = submitted_job(kestra_client)
-    write_result(
-        shared_dir,
-        job_id,
-        status="succeeded",
-        model="m",
-        inference_ms=1.0,
-        detections=[DETECTION],
-        annotated_path=None,
-    )
+    write_success(shared_dir, job_id, [DETECTION])
     callback(kestra_client, job_id, execution_id, "SUCCESS")
     first = kestra_client.get(f"/v1/jobs/{job_id}").json()
     write_result(shared_dir, job_id, status="succeeded", model="other", detections=[])

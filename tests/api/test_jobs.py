@@ -103,3 +103,13 @@ def write_result(shared_dir: Path, job_id: str, **fields: object) -> None:
     (shared_dir / "results").mkdir(exist_ok=True)
     body = {"schema_version": 1, "job_id": job_id, **fields}
     (shared_dir / "results" / f"{job_id}.json").write_text(json.dumps(body))
+
+
+def write_success(
+    shared_dir: Path, job_id: str, detections: list[dict[str, object]], **fields: object
+) -> None:
+    """A succeeded result with the given detections (other fields defaulted)."""
+    body: dict[str, object] = {"model": "m", "inference_ms": 1.0, "annotated_path": None}
+    write_result(
+        shared_dir, job_id, status="succeeded", detections=detections, **{**body, **fields}
+    )

@@ -23,29 +23,21 @@ from app.orchestrators.base import (
     OrchestratorUnavailable,
     Submission,
 )
-from app.workers.periodic import Periodic
+from app.workers.periodic import Worker
 
 log = logging.getLogger(__name__)
 
 
-class Dispatcher:
+class Dispatcher(Worker):
+    name = "dispatcher"
+
     def __init__(
         self, settings: Settings, sessions: sessionmaker[Session], orchestrator: Orchestrator
     ) -> None:
         self._settings = settings
         self._sessions = sessions
         self._orchestrator = orchestrator
-        self._loop = Periodic("dispatcher", self.run_once, settings.dispatch_interval_s)
-
-    def start(self) -> None:
-        self._loop.start()
-
-    def stop(self) -> None:
-        self._loop.stop()
-
-    def wake(self) -> None:
-        """New jobs were committed: dispatch now rather than at the next tick."""
-        self._loop.wake()
+        super().__init__(settings.dispatch_interval_s)
 
     def run_once(self) -> int:
         now = service.utcnow()

@@ -41,3 +41,25 @@ class Periodic:
                 busy = 0
             if not busy:
                 self._wake.wait(self._interval_s)
+
+
+class Worker:
+    """A background job whose `run_once` the Periodic loop calls (tests call it directly)."""
+
+    name = "worker"
+
+    def __init__(self, interval_s: float) -> None:
+        self._loop = Periodic(self.name, self.run_once, interval_s)
+
+    def run_once(self) -> int:
+        """Do one round; return how much was done (non-zero: run again at once)."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._loop.start()
+
+    def stop(self) -> None:
+        self._loop.stop()
+
+    def wake(self) -> None:
+        self._loop.wake()

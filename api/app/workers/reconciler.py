@@ -13,12 +13,14 @@ from app.jobs import repository, service
 from app.logs import job_context
 from app.orchestrators.base import ExecutionNotFound, Orchestrator, OrchestratorError
 from app.storage import SharedStorage
-from app.workers.periodic import Periodic
+from app.workers.periodic import Worker
 
 log = logging.getLogger(__name__)
 
 
-class Reconciler:
+class Reconciler(Worker):
+    name = "reconciler"
+
     def __init__(
         self,
         settings: Settings,
@@ -30,13 +32,7 @@ class Reconciler:
         self._sessions = sessions
         self._orchestrator = orchestrator
         self._storage = storage
-        self._loop = Periodic("reconciler", self.run_once, settings.reconcile_interval_s)
-
-    def start(self) -> None:
-        self._loop.start()
-
-    def stop(self) -> None:
-        self._loop.stop()
+        super().__init__(settings.reconcile_interval_s)
 
     def run_once(self) -> int:
         now = service.utcnow()

@@ -12,7 +12,7 @@ from app.jobs.models import Job
 from app.jobs.service import utcnow
 from tests.api.conftest import resources_of
 from tests.api.test_callbacks import DETECTION, submitted_job
-from tests.api.test_jobs import write_result
+from tests.api.test_jobs import write_success
 from tests.support.kestra_standin import KestraStandin
 
 
@@ -28,15 +28,7 @@ def test_lost_success_callback_is_recovered(
     kestra_client: TestClient, kestra: KestraStandin, shared_dir: Path
 ) -> None:
     job_id, execution_id = submitted_job(kestra_client)
-    write_result(
-        shared_dir,
-        job_id,
-        status="succeeded",
-        model="m",
-        inference_ms=3.0,
-        detections=[DETECTION],
-        annotated_path=None,
-    )
+    write_success(shared_dir, job_id, [DETECTION])
     kestra.state.set_state(execution_id, "RUNNING")
     kestra.state.set_state(execution_id, "SUCCESS")  # ...and the callback was dropped
     go_quiet(kestra_client)
