@@ -13,13 +13,14 @@ STAMP := $(VENV)/.installed
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-$(STAMP): api/pyproject.toml flows/requirements.txt
+$(STAMP): api/pyproject.toml cli/pyproject.toml flows/requirements.txt tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e 'api[dev]' -r flows/requirements.txt -r tests/requirements.txt
+	$(PY) -m pip install --quiet -e 'api[dev]' -e cli -r flows/requirements.txt \
+	  -r tests/requirements.txt
 	touch $@
 
-install: $(STAMP) ## Create .venv with the API, dev tools and Ultralytics (for the Local orchestrator)
+install: $(STAMP) ## Create .venv: the API, the CLI, dev tools, Ultralytics (Local orchestrator)
 
 dev: $(STAMP) ## Run the API on 127.0.0.1:8000 with SQLite and the Local orchestrator (no Docker)
 	PYTHONPATH=api $(PY) -m app.bootstrap

@@ -195,7 +195,7 @@ def stage_ours(tmp: Path) -> Variant:
     ctx = tmp / "ours"
     (ctx / "api").mkdir(parents=True)
     shutil.copy2(ROOT / ".dockerignore", ctx / ".dockerignore")
-    for name in ("Dockerfile", "requirements.lock", "alembic.ini"):
+    for name in ("Dockerfile", "requirements.lock"):
         shutil.copy2(ROOT / "api" / name, ctx / "api" / name)
     shutil.copytree(
         ROOT / "api" / "app", ctx / "api" / "app", ignore=shutil.ignore_patterns("__pycache__")

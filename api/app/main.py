@@ -29,6 +29,12 @@ DESCRIPTION = """
 POST images, get object detections. Each image becomes a job stored in Postgres; a Kestra
 flow runs Ultralytics YOLO on it in a throwaway container and reports back.
 """
+TAGS = [
+    {"name": "uploads", "description": "Send images; each becomes a job."},
+    {"name": "jobs", "description": "Follow jobs: detections, the upload, the annotated image."},
+    {"name": "health", "description": "Liveness and readiness probes."},
+    {"name": "callbacks", "description": "Called by the Kestra flow, not by people."},
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,7 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("api.stopped")
 
     app = FastAPI(
-        title="YOLO inference API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
+        title="YOLO inference API",
+        version="0.1.0",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
     )
     install_error_handlers(app)
     app.include_router(health.router)

@@ -173,7 +173,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     parser = argparse.ArgumentParser(
-        prog="yoloctl", description="Object detection with the YOLO inference API."
+        prog="yoloctl",
+        description="Object detection with the YOLO inference API.",
+        epilog="exit status: 0 all accepted (with --wait: all succeeded); 1 a file was refused "
+        "or a job failed or timed out; 2 bad arguments, no images, or the API unreachable",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")

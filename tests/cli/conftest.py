@@ -17,6 +17,7 @@ from tests.api.conftest import (  # noqa: F401 (fixtures)
 from tests.conftest import ROOT
 from tests.support.live_api import start_api  # noqa: F401 (fixture)
 
+sys.path.insert(0, str(ROOT / "cli"))  # the CLI from the source tree, installed or not
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault(
     "YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "ultralytics-config-tests")

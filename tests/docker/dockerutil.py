@@ -167,7 +167,7 @@ def stage_build_context(dest: Path) -> Path:
     """Copy the API's build inputs (repo-root context) to dest; return dest/api/Dockerfile."""
     (dest / "api").mkdir(parents=True)
     shutil.copy2(ROOT / ".dockerignore", dest / ".dockerignore")
-    for name in ("Dockerfile", "requirements.lock", "alembic.ini"):
+    for name in ("Dockerfile", "requirements.lock"):
         shutil.copy2(ROOT / "api" / name, dest / "api" / name)
     shutil.copytree(
         ROOT / "api" / "app", dest / "api" / "app", ignore=shutil.ignore_patterns("__pycache__")

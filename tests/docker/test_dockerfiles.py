@@ -77,4 +77,4 @@ def test_dockerignore_keeps_secrets_and_litter_out() -> None:
     # Allowlist: exclude everything first, then let back in only what the image copies.
     assert patterns[0] == "*"
     allowed = {p[1:] for p in patterns if p.startswith("!")}
-    assert allowed == {"api/app", "api/alembic.ini", "api/requirements.lock"}
+    assert allowed == {"api/app", "api/requirements.lock"}

@@ -119,7 +119,8 @@ def test_two_uploads_show_one_labelled_box_per_object(
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "upload-page.png"
     page.screenshot(path=shot, full_page=True)
-    if os.environ.get("UPDATE_SCREENSHOT"):
+    if os.environ.get("UPDATE_SCREENSHOT"):  # the README's picture: refresh it on purpose
+        (ROOT / "docs").mkdir(exist_ok=True)
         shutil.copyfile(shot, ROOT / "docs" / "screenshot.png")
 
 
@@ -224,3 +225,25 @@ def test_dropped_images_are_uploaded(page: Page, start_api: StartApi, tmp_path: 
     assert card.locator("span").text_content() == "Waiting…"
     (job,) = httpx.get(f"{url}/v1/jobs").json()["jobs"]
     assert job["filename"] == "dropped.png"
+
+
+def test_a_failed_job_shows_its_reason_also_from_the_recent_list(
+    page: Page, start_api: StartApi, tmp_path: Path
+) -> None:
+    url = start_api(model=str(ROOT / "no-such-model.pt"))
+    scene(tmp_path, "a.png", 6140)
+    page.goto(url)
+    page.locator("input[type=file]").set_input_files(tmp_path / "a.png")
+    failed = page.locator("article[data-status=failed]")
+    failed.wait_for(timeout=60_000)
+    reason = failed.locator("p").text_content()
+    assert reason.startswith("Detection failed: ")
+    assert "no-such-model.pt" in reason
+
+    page.reload()  # a new visit: the job is in the recent list; a click shows it again
+    row = page.locator("tbody tr")
+    row.wait_for()
+    assert row.locator("td").all_text_contents()[1:] == ["a.png", "failed", ""]
+    row.click()
+    failed.wait_for()
+    assert failed.locator("p").text_content() == reason

@@ -47,12 +47,20 @@ _CODES = {
     404: "`not_found`",
     413: "`file_too_large`, `too_many_files`, `too_many_pixels`",
     415: "`not_an_image`, `unsupported_format`",
-    422: "`invalid_request`; uploads: `corrupt_image`",
 }
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorOut, "description": _CODES[code]} for code in (*codes, 422)}
+# The body is read as a stream, not by FastAPI, so its schema is declared here.
+_FILES = {"type": "array", "items": {"type": "string", "format": "binary"}}
+_FORM = {"type": "object", "required": ["files"], "properties": {"files": _FILES}}
+_UPLOAD_BODY = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FORM}}}
+}
+
+
+def _errors(*codes: int, invalid: str = "`invalid_request`") -> dict[int | str, dict[str, Any]]:
+    answers = {code: _CODES[code] for code in codes} | {422: invalid}
+    return {code: {"model": ErrorOut, "description": text} for code, text in answers.items()}
 
 
 @router.post(
@@ -61,26 +69,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     response_model=UploadAccepted,
     tags=["uploads"],
     summary="Upload one or more images for detection",
-    responses=_errors(400, 413, 415),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["files"],
-                        "properties": {
-                            "files": {
-                                "type": "array",
-                                "items": {"type": "string", "format": "binary"},
-                            }
-                        },
-                    }
-                }
-            },
-        }
-    },
+    responses=_errors(400, 413, 415, invalid="`corrupt_image`, `invalid_request`"),
+    openapi_extra=_UPLOAD_BODY,
 )
 async def upload(
     request: Request,

@@ -8,12 +8,9 @@ from sqlalchemy import create_engine, pool
 from app.db import Base
 from app.jobs import models  # noqa: F401  (registers the tables on Base.metadata)
 
-config = context.config
-target_metadata = Base.metadata
-
 
 def _url() -> str:
-    url = config.get_main_option("sqlalchemy.url")
+    url = context.config.get_main_option("sqlalchemy.url")
     if url:
         return url
     from app.config import Settings
@@ -21,24 +18,8 @@ def _url() -> str:
     return Settings().database_url
 
 
-def run_migrations_offline() -> None:
-    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
+with create_engine(_url(), poolclass=pool.NullPool).connect() as connection:
+    # render_as_batch lets the same migrations alter tables on SQLite (dev mode).
+    context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
-
-
-def run_migrations_online() -> None:
-    engine = create_engine(_url(), poolclass=pool.NullPool)
-    with engine.connect() as connection:
-        # render_as_batch lets the same migrations alter tables on SQLite (dev mode).
-        context.configure(
-            connection=connection, target_metadata=target_metadata, render_as_batch=True
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-
-
-if context.is_offline_mode():
-    run_migrations_offline()
-else:
-    run_migrations_online()
