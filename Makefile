@@ -7,11 +7,11 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: help install dev test lint format typecheck unit docker-test migrate up up-offline \
-        down offline-images build-metrics lock clean
+.PHONY: help install dev test lint format typecheck unit docker-test e2e inference-image migrate \
+        up up-offline down offline-images build-metrics bench lock clean
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(STAMP): api/pyproject.toml cli/pyproject.toml flows/requirements.txt tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ install: $(STAMP) ## Create .venv: the API, the CLI, dev tools, Ultralytics (Loc
 
 dev: $(STAMP) ## Run the API on 127.0.0.1:8000 with SQLite and the Local orchestrator (no Docker)
 	PYTHONPATH=api $(PY) -m app.bootstrap
-	LOG_JSON=false $(PY) -m uvicorn --app-dir api app.main:app --host 127.0.0.1 --port 8000
+	$(PY) -m uvicorn --app-dir api app.main:app --host 127.0.0.1 --port 8000
 
 lint: $(STAMP) ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
@@ -45,6 +45,12 @@ test: lint typecheck unit ## Everything CI runs: lint, types, all tests (Docker 
 docker-test: $(STAMP) ## The Docker tests alone (image build, hardening, compose)
 	$(PY) -m pytest tests/docker
 
+e2e: $(STAMP) ## The end-to-end tests alone: the stack under compose, the Kestra stand-in, inference containers
+	$(PY) -m pytest tests/e2e
+
+inference-image: ## Build the offline inference image yolo-inference:local (Debian's CPU PyTorch + Ultralytics)
+	docker/inference/build.sh
+
 migrate: $(STAMP) ## Apply the Alembic migrations to DATABASE_URL (and lay out SHARED_DATA_DIR)
 	PYTHONPATH=api $(PY) -m app.bootstrap
 
@@ -62,6 +68,9 @@ offline-images: ## Build stand-ins for python:3.13-slim and postgres:17 from Deb
 
 build-metrics: $(STAMP) ## Build api/Dockerfile and a naive Dockerfile side by side; print the table
 	$(PY) scripts/build_metrics.py
+
+bench: $(STAMP) ## Benchmarks side by side: upload path vs a bare endpoint (prints a table)
+	$(PY) bench/upload_bench.py
 
 lock: $(STAMP) ## Re-pin the API's dependencies for the Docker build (api/requirements.lock)
 	$(PY) -m pip install --quiet uv

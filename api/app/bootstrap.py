@@ -27,7 +27,7 @@ def migrate(database_url: str) -> None:
 
 def main() -> None:
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level)
     storage = SharedStorage(settings.shared_data_dir)
     storage.prepare()
     migrate(settings.database_url)

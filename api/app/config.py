@@ -20,17 +20,16 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
 
-    # --- storage -----------------------------------------------------------------------
+    # Storage
     # SQLite is only the embedded default of the no-Docker dev mode; compose sets Postgres.
     database_url: str = "sqlite:///./shared-data/dev.sqlite3"
     db_pool_size: int = 5
     db_connect_timeout_s: int = 5
     shared_data_dir: Path = Path("shared-data")
 
-    # --- orchestrator ------------------------------------------------------------------
+    # Orchestrator
     orchestrator: OrchestratorKind = OrchestratorKind.LOCAL
     kestra_url: str = "http://localhost:8080"
-    kestra_management_url: str = "http://localhost:8081"
     kestra_username: str = "admin@example.com"
     kestra_password: SecretStr | None = None
     kestra_namespace: str = "inference"
@@ -48,17 +47,17 @@ class Settings(BaseSettings):
     # Bootstrap copies this file onto the shared volume, where inference containers run it.
     detect_script_source: Path | None = None
 
-    # --- inference parameters passed to the flow ---------------------------------------
+    # Inference parameters passed to the flow
     model: str = "yolo11n.pt"
     confidence: float = Field(default=0.25, ge=0.0, le=1.0)
     image_size: int = Field(default=640, ge=32, le=4096)
 
-    # --- upload limits -----------------------------------------------------------------
+    # Upload limits
     max_upload_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_files_per_request: int = 16
 
-    # --- background workers ------------------------------------------------------------
+    # Background workers
     workers_enabled: bool = True
     dispatch_interval_s: float = 1.0
     dispatch_batch_size: int = 32
@@ -69,7 +68,6 @@ class Settings(BaseSettings):
     reconcile_after_s: float = 30.0
 
     log_level: str = "INFO"
-    log_json: bool = True
 
     @model_validator(mode="after")
     def _require_secrets(self) -> Settings:

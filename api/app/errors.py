@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,6 @@ class NotFound(AppError):
     code = "not_found"
 
 
-class Conflict(AppError):
-    status_code = 409
-    code = "conflict"
-
-
 class PayloadTooLarge(AppError):
     status_code = 413
     code = "file_too_large"
@@ -78,11 +74,6 @@ class CorruptImage(AppError):
     code = "corrupt_image"
 
 
-class ServiceUnavailable(AppError):
-    status_code = 503
-    code = "unavailable"
-
-
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
@@ -97,6 +88,16 @@ def install_error_handlers(app: FastAPI) -> None:
             log.error("request.failed", extra={"code": exc.code, "reason": exc.message})
         return JSONResponse(
             error_body(exc.code, exc.message, exc.details), status_code=exc.status_code
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+        # A restarting database is a passing condition: say so, and when to try again.
+        log.warning("request.database_unavailable", extra={"reason": str(exc.orig)[:200]})
+        return JSONResponse(
+            error_body("database_unavailable", "The database is unavailable; try again."),
+            status_code=503,
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(RequestValidationError)

@@ -46,21 +46,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-class KeyValueFormatter(JsonFormatter):
-    """Human-friendly variant for `make dev`: `event key=value ...`."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = json.loads(super().format(record))
-        head = f"{entry.pop('ts')} {entry.pop('level'):7} {entry.pop('event')}"
-        entry.pop("logger")
-        exc = entry.pop("exc", None)
-        tail = " ".join(f"{k}={v}" for k, v in entry.items())
-        return f"{head} {tail}" + (f"\n{exc}" if exc else "")
-
-
-def configure_logging(level: str, as_json: bool) -> None:
+def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter() if as_json else KeyValueFormatter())
+    handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         conf = settings or load_settings()
-        configure_logging(conf.log_level, conf.log_json)
+        configure_logging(conf.log_level)
         resources = _open(conf)
         app.state.resources = resources
         if conf.workers_enabled:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ class SharedStorage:
             removed += 1
         return removed
 
-    # --- uploads -----------------------------------------------------------------------
+    # Uploads
     def open_temp(self) -> TempUpload:
         # Same filesystem as uploads/, so the final rename is atomic.
         path = self.root / "tmp" / f"{uuid.uuid4().hex}.part"
@@ -67,11 +68,20 @@ class SharedStorage:
         """Make renames into `sub` durable: once per request, not per file."""
         _fsync(self.root / sub)
 
+    def uploads_older_than(self, age_s: float) -> dict[str, Path]:
+        """Stored uploads by job id (the file stem), left alone while younger than age_s."""
+        cutoff = time.time() - age_s
+        return {
+            p.stem: p
+            for p in (self.root / "uploads").iterdir()
+            if p.is_file() and p.stat().st_mtime < cutoff
+        }
+
     @staticmethod
     def upload_path(job_id: str, extension: str) -> str:
         return f"uploads/{job_id}.{extension}"
 
-    # --- results -----------------------------------------------------------------------
+    # Results
     @staticmethod
     def result_path(job_id: str) -> str:
         return f"results/{job_id}.json"

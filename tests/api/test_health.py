@@ -50,3 +50,14 @@ def test_ready_is_503_when_the_database_is_down(make_settings: SettingsFactory) 
         response = client.get("/ready")
     assert response.status_code == 503
     assert response.json()["checks"]["database"].startswith("unreachable")
+
+
+def test_database_down_during_a_request_is_503_with_retry_after(
+    make_settings: SettingsFactory,
+) -> None:
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nothing"
+    with TestClient(create_app(make_settings(database_url=url, db_connect_timeout_s=1))) as client:
+        response = client.get("/v1/jobs")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["error"]["code"] == "database_unavailable"

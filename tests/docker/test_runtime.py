@@ -89,8 +89,6 @@ def db_stack(
         "-e",
         "KESTRA_URL=http://kestra.invalid:8080",
         "-e",
-        "KESTRA_MANAGEMENT_URL=http://kestra.invalid:8081",
-        "-e",
         "KESTRA_USERNAME=admin@example.com",
         "-e",
         f"KESTRA_PASSWORD={secrets.token_hex(8)}Aa1",

@@ -369,7 +369,7 @@ def check_retry(retry: Any, where: str) -> None:
         raise Unsupported(f"{where}.retry: only type 'constant' is emulated")
     duration_s(retry.get("interval", "PT0S"), f"{where}.retry.interval")
     if "maxDuration" in retry:
-        duration_s(retry["maxDuration"], f"{where}.retry.maxDuration")
+        raise Unsupported(f"{where}.retry.maxDuration is not emulated")
     attempts = retry.get("maxAttempts", retry.get("maxAttempt"))
     if not isinstance(attempts, int) or attempts < 1:
         raise Unsupported(f"{where}.retry: maxAttempts must be a positive integer")
@@ -477,4 +477,3 @@ def _check_expressions(
                     raise Unsupported(f"{where}: {ref.text} is not a declared input")
                 if root == "outputs" and ref.path[1] not in tasks:
                     raise Unsupported(f"{where}: {ref.text} names no task that ran before")
-

@@ -20,6 +20,14 @@ def get(session: Session, job_id: str, *, for_update: bool = False) -> Job | Non
     return session.scalars(stmt).one_or_none()
 
 
+def existing_ids(session: Session, job_ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(job_ids), 500):
+        chunk = job_ids[start : start + 500]
+        found.update(session.scalars(select(Job.id).where(Job.id.in_(chunk))))
+    return found
+
+
 def by_idempotency_key(session: Session, key: str) -> Sequence[Job]:
     stmt = select(Job).where(Job.idempotency_key == key).order_by(Job.request_index)
     return session.scalars(stmt).all()

@@ -60,7 +60,7 @@ class AcceptedUpload:
     info: ImageInfo
 
 
-# --- creation ------------------------------------------------------------------------
+# Creation
 def create_jobs(
     session: Session,
     storage: SharedStorage,
@@ -113,6 +113,17 @@ def create_jobs(
     return jobs
 
 
+def remove_orphan_uploads(session: Session, storage: SharedStorage, age_s: float = 60) -> int:
+    """Uploads whose job was never committed (the process died between moving the file into
+    place and the commit). Younger files are left alone: their request may still commit."""
+    files = storage.uploads_older_than(age_s)
+    known = repository.existing_ids(session, list(files))
+    orphans = [path for job_id, path in files.items() if job_id not in known]
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return len(orphans)
+
+
 def get_job(session: Session, job_id: str) -> Job:
     job = repository.get(session, job_id) if _is_uuid(job_id) else None
     if job is None:
@@ -124,7 +135,7 @@ def submission_for(job: Job) -> Submission:
     return Submission(job.id, job.image_path, job.model, job.confidence, job.image_size)
 
 
-# --- the lifecycle -------------------------------------------------------------------
+# The lifecycle
 def transition(job: Job, target: JobStatus, now: datetime) -> bool:
     """The only function that changes a job's status; stamps the transition's time."""
     current = JobStatus(job.status)

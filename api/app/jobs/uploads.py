@@ -115,7 +115,7 @@ class UploadReceiver:
             temp.discard()
         self._temps.clear()
 
-    # --- parser callbacks --------------------------------------------------------------
+    # Parser callbacks
     def _on_part_begin(self) -> None:
         self._part = _Part()
         self._header_bytes = 0

@@ -38,7 +38,6 @@ class KestraOrchestrator:
         self,
         settings: Settings,
         *,
-        transport: httpx.BaseTransport | None = None,
         retry_attempts: int = 3,
         retry_backoff_s: float = 0.5,
     ) -> None:
@@ -52,14 +51,13 @@ class KestraOrchestrator:
                 write=settings.kestra_read_timeout_s,
                 pool=settings.kestra_connect_timeout_s,
             ),
-            transport=transport,
         )
         self._namespace = settings.kestra_namespace
         self._flow_id = settings.kestra_flow_id
         self._attempts = retry_attempts
         self._backoff_s = retry_backoff_s
 
-    # --- the port ----------------------------------------------------------------------
+    # The port
     def submit(self, submission: Submission) -> Execution:
         """Create an execution labelled with the job id.
 
@@ -123,7 +121,7 @@ class KestraOrchestrator:
     def close(self) -> None:
         self._client.close()
 
-    # --- HTTP --------------------------------------------------------------------------
+    # HTTP
     def _create(self, submission: Submission) -> Execution:
         # Kestra takes inputs as multipart/form-data: one plain field per input id.
         fields = {

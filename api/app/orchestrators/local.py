@@ -71,7 +71,7 @@ class LocalOrchestrator:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    # --- the run -----------------------------------------------------------------------
+    # The run
     def _run(self, execution: Execution, submission: Submission) -> None:
         with job_context(submission.job_id):
             self._set(Execution(execution.id, "RUNNING", submission.job_id))

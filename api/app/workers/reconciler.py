@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +17,7 @@ from app.storage import SharedStorage
 from app.workers.periodic import Worker
 
 log = logging.getLogger(__name__)
+ORPHAN_SWEEP_EVERY_S = 60.0
 
 
 class Reconciler(Worker):
@@ -33,8 +35,10 @@ class Reconciler(Worker):
         self._orchestrator = orchestrator
         self._storage = storage
         super().__init__(settings.reconcile_interval_s)
+        self._next_sweep = 0.0
 
     def run_once(self) -> int:
+        self._sweep_orphans()
         now = service.utcnow()
         quiet_since = now - timedelta(seconds=self._settings.reconcile_after_s)
         with session_scope(self._sessions) as session:
@@ -49,6 +53,16 @@ class Reconciler(Worker):
             with job_context(job_id):
                 self._reconcile(job_id, execution_id)
         return 0  # polling is never urgent: wait a full interval between rounds
+
+    def _sweep_orphans(self) -> None:
+        """Uploads left without a job by a crash mid-request; once a minute is plenty."""
+        if time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + ORPHAN_SWEEP_EVERY_S
+        with session_scope(self._sessions) as session:
+            removed = service.remove_orphan_uploads(session, self._storage, ORPHAN_SWEEP_EVERY_S)
+        if removed:
+            log.info("storage.orphan_uploads_removed", extra={"count": removed})
 
     def _reconcile(self, job_id: str, execution_id: str | None) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from app.jobs.models import Job
 from app.jobs.service import utcnow
 from tests.api.conftest import resources_of
 from tests.api.test_callbacks import DETECTION, submitted_job
-from tests.api.test_jobs import write_success
+from tests.api.test_jobs import upload, write_success
 from tests.support.kestra_standin import KestraStandin
 
 
@@ -89,3 +90,21 @@ def test_vanished_execution_is_requeued_and_sent_again(
     (execution,) = kestra.state.by_job(job_id)
     job = kestra_client.get(f"/v1/jobs/{job_id}").json()
     assert (job["status"], job["execution_id"]) == ("submitted", execution["id"])
+
+
+def test_uploads_left_without_a_job_are_swept(kestra_client: TestClient, shared_dir: Path) -> None:
+    import os
+
+    (job_id,) = upload(kestra_client)
+    orphan = shared_dir / "uploads" / "0b6f5f0e-5c2a-4d55-9a43-8a1d2f0f9a10.jpg"
+    young = shared_dir / "uploads" / "1c6f5f0e-5c2a-4d55-9a43-8a1d2f0f9a10.jpg"
+    orphan.write_bytes(b"left by a crash between rename and commit")
+    young.write_bytes(b"a request that may still commit")
+    hour_ago = time.time() - 3600
+    os.utime(orphan, (hour_ago, hour_ago))
+    kept = shared_dir / "uploads" / f"{job_id}.png"
+    os.utime(kept, (hour_ago, hour_ago))
+    resources_of(kestra_client).reconciler.run_once()
+    assert not orphan.exists()
+    assert young.exists()
+    assert kept.exists()

