@@ -57,7 +57,7 @@ def test_success_callback_stores_the_result(kestra_client: TestClient, shared_di
     job = kestra_client.get(f"/v1/jobs/{job_id}").json()
     assert job["detections"] == [DETECTION]
     assert job["inference_ms"] == 12.5
-    assert job["model"] == "shapes.pt"
+    assert job["model"] == resources_of(kestra_client).settings.model
     assert job["finished_at"] is not None
     assert kestra_client.get(job["annotated_url"]).status_code == 200
 

@@ -57,7 +57,6 @@ class Job(Base):
     # Outcome.
     error: Mapped[str | None] = mapped_column(Text)
     detections: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
-    result_model: Mapped[str | None] = mapped_column(String(255))
     inference_ms: Mapped[float | None] = mapped_column(Float)
     annotated_path: Mapped[str | None] = mapped_column(String(255))
 

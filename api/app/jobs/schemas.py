@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from app.jobs.models import Job, JobStatus
 
@@ -48,10 +48,13 @@ class JobOut(BaseModel):
 
     id: str
     status: JobStatus
-    filename: str | None = Field(description="The client's file name, kept as metadata only.")
+    filename: str | None = Field(
+        validation_alias="original_filename",
+        description="The client's file name, kept as metadata only.",
+    )
     image_format: str
-    image_width: int
-    image_height: int
+    image_width: int = Field(validation_alias="width")
+    image_height: int = Field(validation_alias="height")
     size_bytes: int
     sha256: str
     model: str
@@ -66,37 +69,21 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
-    image_url: str
-    annotated_url: str | None
+    annotated_path: str | None = Field(exclude=True)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def image_url(self) -> str:
+        return f"/v1/jobs/{self.id}/image"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def annotated_url(self) -> str | None:
+        return f"/v1/jobs/{self.id}/annotated" if self.annotated_path else None
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
-        return cls(
-            id=job.id,
-            status=JobStatus(job.status),
-            filename=job.original_filename,
-            image_format=job.image_format,
-            image_width=job.width,
-            image_height=job.height,
-            size_bytes=job.size_bytes,
-            sha256=job.sha256,
-            model=job.result_model or job.model,
-            confidence=job.confidence,
-            execution_id=job.execution_id,
-            orchestrator_state=job.orchestrator_state,
-            error=job.error,
-            detections=[Detection.model_validate(d) for d in job.detections]
-            if job.detections is not None
-            else None,
-            inference_ms=job.inference_ms,
-            created_at=job.created_at,
-            submitted_at=job.submitted_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            updated_at=job.updated_at,
-            image_url=f"/v1/jobs/{job.id}/image",
-            annotated_url=f"/v1/jobs/{job.id}/annotated" if job.annotated_path else None,
-        )
+        return cls.model_validate(job, from_attributes=True)
 
 
 class UploadAccepted(BaseModel):

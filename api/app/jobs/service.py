@@ -228,7 +228,6 @@ def _finish(job: Job, storage: SharedStorage, execution: Execution, now: datetim
         result, missing = None, str(exc)
     if execution.phase is Phase.SUCCEEDED and result and result.get("status") == "succeeded":
         job.detections = list(result.get("detections") or [])
-        job.result_model = str(result.get("model") or job.model)
         job.inference_ms = _float_or_none(result.get("inference_ms"))
         job.annotated_path = result.get("annotated_path") or None
         job.error = None

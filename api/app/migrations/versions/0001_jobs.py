@@ -42,7 +42,6 @@ def upgrade() -> None:
         sa.Column("orchestrator_state", sa.String(32), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("detections", sa.JSON(), nullable=True),
-        sa.Column("result_model", sa.String(255), nullable=True),
         sa.Column("inference_ms", sa.Float(), nullable=True),
         sa.Column("annotated_path", sa.String(255), nullable=True),
         sa.Column("created_at", TS, nullable=False),
