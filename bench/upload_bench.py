@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "api"))
 
-from tests.support.postgres import ThrowawayCluster, free_port  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
+from tests.support.postgres import ThrowawayCluster  # noqa: E402
 
 
 def jpeg_of_about(target_bytes: int) -> bytes:

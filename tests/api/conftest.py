@@ -18,7 +18,7 @@ from app.deps import Resources
 from app.main import create_app
 from tests.conftest import ROOT
 from tests.support.kestra_standin import KestraStandin
-from tests.support.postgres import free_port
+from tests.support.net import free_port
 
 TEMPLATE_DB = "yolo_template"
 CALLBACK_TOKEN = "test-callback-token"

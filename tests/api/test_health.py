@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from tests.api.conftest import SettingsFactory, kestra_settings
 from tests.support.kestra_standin import KestraStandin
-from tests.support.postgres import free_port
+from tests.support.net import free_port
 
 
 def test_health_touches_nothing(make_settings: SettingsFactory) -> None:

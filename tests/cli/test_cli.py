@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 from tests.fixtures.synthetic import HELD_OUT_SEED_START, GroundTruth, match, render_scene
 from tests.support.images import encode
 from tests.support.live_api import StartApi
-from tests.support.postgres import free_port
+from tests.support.net import free_port
 
 
 def scene(path: Path, seed: int) -> list[GroundTruth]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -193,3 +194,35 @@ def tiny_png(width: int = 64, height: int = 48, rgb: Sequence[int] = (200, 30, 3
         + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
     )
+
+
+# Every variable the compose files read (see .env.example): a test stack gets only the values
+# a test gives, never the developer's own.
+COMPOSE_VARS = frozenset({
+    "POSTGRES_PASSWORD", "APP_DB_PASSWORD", "KESTRA_DB_PASSWORD", "KESTRA_USERNAME",
+    "KESTRA_PASSWORD", "CALLBACK_TOKEN", "APP_DB_NAME", "APP_DB_USER", "KESTRA_DB_NAME",
+    "KESTRA_DB_USER", "ORCHESTRATOR", "MODEL", "CONFIDENCE", "LOG_LEVEL", "BIND_ADDRESS",
+    "API_PORT", "KESTRA_PORT", "SHARED_VOLUME_NAME", "API_IMAGE", "PYTHON_BASE_IMAGE",
+    "POSTGRES_IMAGE", "KESTRA_IMAGE", "INFERENCE_IMAGE", "BUILD_CA_BUNDLE",
+})  # fmt: skip
+
+
+def secrets_env() -> dict[str, str]:
+    """Fresh values for the secrets compose requires."""
+    return {
+        "POSTGRES_PASSWORD": secrets.token_hex(12),
+        "APP_DB_PASSWORD": secrets.token_hex(12),
+        "KESTRA_DB_PASSWORD": secrets.token_hex(12),
+        "KESTRA_USERNAME": "admin@example.com",
+        "KESTRA_PASSWORD": f"{secrets.token_hex(6)}Aa1",
+        "CALLBACK_TOKEN": secrets.token_hex(16),
+    }
+
+
+def compose_env(
+    base: dict[str, str], given: dict[str, str], known: frozenset[str] = COMPOSE_VARS
+) -> dict[str, str]:
+    """`base` without any compose variable or COMPOSE_* setting, plus exactly `given`."""
+    env = {k: v for k, v in base.items() if k not in known and not k.startswith("COMPOSE_")}
+    env.update(given)
+    return env

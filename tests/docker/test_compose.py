@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,56 +19,13 @@ import httpx
 import pytest
 
 from tests.docker.conftest import BuiltImage
-from tests.docker.dockerutil import ROOT, Docker, tiny_png
+from tests.docker.dockerutil import ROOT, Docker, compose_env, secrets_env, tiny_png
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.docker
 
 FILES = ["-f", str(ROOT / "docker-compose.yml")]
 OFFLINE_FILES = [*FILES, "-f", str(ROOT / "docker-compose.offline.yml")]
-# Every variable the compose files read (see .env.example).
-COMPOSE_VARS = {
-    "POSTGRES_PASSWORD",
-    "APP_DB_PASSWORD",
-    "KESTRA_DB_PASSWORD",
-    "KESTRA_USERNAME",
-    "KESTRA_PASSWORD",
-    "CALLBACK_TOKEN",
-    "APP_DB_NAME",
-    "APP_DB_USER",
-    "KESTRA_DB_NAME",
-    "KESTRA_DB_USER",
-    "ORCHESTRATOR",
-    "MODEL",
-    "CONFIDENCE",
-    "LOG_LEVEL",
-    "BIND_ADDRESS",
-    "API_PORT",
-    "KESTRA_PORT",
-    "SHARED_VOLUME_NAME",
-    "API_IMAGE",
-    "PYTHON_BASE_IMAGE",
-    "POSTGRES_IMAGE",
-    "KESTRA_IMAGE",
-    "INFERENCE_IMAGE",
-    "BUILD_CA_BUNDLE",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def secrets_env() -> dict[str, str]:
-    return {
-        "POSTGRES_PASSWORD": secrets.token_hex(12),
-        "APP_DB_PASSWORD": secrets.token_hex(12),
-        "KESTRA_DB_PASSWORD": secrets.token_hex(12),
-        "KESTRA_USERNAME": "admin@example.com",
-        "KESTRA_PASSWORD": f"{secrets.token_hex(6)}Aa1",
-        "CALLBACK_TOKEN": secrets.token_hex(16),
-    }
 
 
 def run_compose(
@@ -77,12 +33,7 @@ def run_compose(
 ) -> subprocess.CompletedProcess[str]:
     # Only the variables given: neither the developer's .env (--env-file /dev/null) nor their
     # shell's settings of the same names leak in.
-    full_env = {
-        k: v
-        for k, v in docker.env.items()
-        if k not in COMPOSE_VARS and not k.startswith("COMPOSE_")
-    }
-    full_env.update(env)
+    full_env = compose_env(docker.env, env)
     return subprocess.run(
         [*compose, "--env-file", "/dev/null", *args],
         cwd=ROOT,

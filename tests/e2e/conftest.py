@@ -37,8 +37,10 @@ from tests.docker.dockerutil import (
     Docker,
     client,
     in_ci,
+    secrets_env,
 )
-from tests.e2e.stack import RECOVERY, Stack, free_port, new_project, record, secrets_env
+from tests.e2e.stack import RECOVERY, Stack, new_project, record
+from tests.support.net import free_port
 
 ARTIFACTS = ROOT / "test-artifacts"
 

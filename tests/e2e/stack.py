@@ -8,7 +8,6 @@ import io
 import json
 import os
 import secrets
-import socket
 import subprocess
 import time
 import uuid
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from tests.docker.dockerutil import ROOT, Docker
+from tests.docker.dockerutil import COMPOSE_VARS, ROOT, Docker, compose_env
 from tests.fixtures import synthetic
 
 COMPOSE_FILES = [
@@ -30,32 +29,8 @@ COMPOSE_FILES = [
 ]
 TERMINAL = {"succeeded", "failed"}
 TASK_LABEL = "io.kestra.standin.execution"
-# Variables the compose files read; the developer's own values never leak into a test stack.
-COMPOSE_VARS = {
-    "POSTGRES_PASSWORD",
-    "APP_DB_PASSWORD",
-    "KESTRA_DB_PASSWORD",
-    "KESTRA_USERNAME",
-    "KESTRA_PASSWORD",
-    "CALLBACK_TOKEN",
-    "APP_DB_NAME",
-    "APP_DB_USER",
-    "KESTRA_DB_NAME",
-    "KESTRA_DB_USER",
-    "ORCHESTRATOR",
-    "MODEL",
-    "CONFIDENCE",
-    "LOG_LEVEL",
-    "BIND_ADDRESS",
-    "API_PORT",
-    "KESTRA_PORT",
-    "SHARED_VOLUME_NAME",
-    "API_IMAGE",
-    "PYTHON_BASE_IMAGE",
-    "POSTGRES_IMAGE",
-    "KESTRA_IMAGE",
-    "INFERENCE_IMAGE",
-    "BUILD_CA_BUNDLE",
+# The compose variables plus the e2e override's own.
+E2E_COMPOSE_VARS = COMPOSE_VARS | {
     "KESTRA_STANDIN_IMAGE",
     "STANDIN_WORKER_THREADS",
     "RECONCILE_AFTER_S",
@@ -72,12 +47,6 @@ def record(name: str, **facts: Any) -> None:
     """Keep a measurement for the summary (seconds rounded to 0.1)."""
     RECOVERY[name] = {k: round(v, 1) if isinstance(v, float) else v for k, v in facts.items()}
     print(f"\n[e2e] {name}: {RECOVERY[name]}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -153,12 +122,7 @@ class Stack:
     def compose(
         self, *args: str, timeout: float = 300, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        full_env = {
-            k: v
-            for k, v in self.docker.env.items()
-            if k not in COMPOSE_VARS and not k.startswith("COMPOSE_")
-        }
-        full_env.update(self.env)
+        full_env = compose_env(self.docker.env, self.env, E2E_COMPOSE_VARS)
         files = [arg for path in COMPOSE_FILES for arg in ("-f", str(path))]
         proc = subprocess.run(
             [*self.compose_cmd, "--env-file", "/dev/null", "-p", self.project, *files, *args],
@@ -426,17 +390,6 @@ def new_project() -> str:
 
 def new_key() -> str:
     return str(uuid.uuid4())
-
-
-def secrets_env() -> dict[str, str]:
-    return {
-        "POSTGRES_PASSWORD": secrets.token_hex(12),
-        "APP_DB_PASSWORD": secrets.token_hex(12),
-        "KESTRA_DB_PASSWORD": secrets.token_hex(12),
-        "KESTRA_USERNAME": "admin@example.com",
-        "KESTRA_PASSWORD": f"{secrets.token_hex(6)}Aa1",
-        "CALLBACK_TOKEN": secrets.token_hex(16),
-    }
 
 
 def env_flag(name: str, default: str) -> str:

@@ -17,7 +17,7 @@ from app.config import Settings
 from app.main import create_app
 from tests.api.conftest import SettingsFactory
 from tests.conftest import ROOT
-from tests.support.postgres import free_port
+from tests.support.net import free_port
 
 MODEL = ROOT / "tests" / "fixtures" / "model" / "shapes.pt"
 
