@@ -27,21 +27,12 @@ from tests.docker.dockerutil import (
     ROOT,
     Docker,
     client,
-    in_ci,
+    require,
 )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "docker: needs a Docker engine (tests/docker)")
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip when a prerequisite is missing, but fail in CI (the tests must run there)."""
-    if condition:
-        return
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: Docker tests must run; see docker/ci-setup.sh)")
-    pytest.skip(reason)
 
 
 def require_tool(name: str) -> str:

@@ -226,3 +226,15 @@ def compose_env(
     env = {k: v for k, v in base.items() if k not in known and not k.startswith("COMPOSE_")}
     env.update(given)
     return env
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a prerequisite is missing, but fail in CI: the Docker and end-to-end tests
+    must run there (docker/ci-setup.sh provides everything)."""
+    import pytest
+
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: these tests must run; see docker/ci-setup.sh)")
+    pytest.skip(reason)

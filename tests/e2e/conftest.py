@@ -36,7 +36,7 @@ from tests.docker.dockerutil import (
     ROOT,
     Docker,
     client,
-    in_ci,
+    require,
     secrets_env,
 )
 from tests.e2e.stack import RECOVERY, Stack, new_project, record
@@ -58,15 +58,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{name}: {details}")
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "e2e-recovery.json").write_text(json.dumps(RECOVERY, indent=2) + "\n")
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip when a prerequisite is missing, but fail in CI (the tests must run there)."""
-    if condition:
-        return
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: the end-to-end tests must run; see docker/ci-setup.sh)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
