@@ -69,8 +69,10 @@ offline-images: ## Build stand-ins for python:3.13-slim and postgres:17 from Deb
 build-metrics: $(STAMP) ## Build api/Dockerfile and a naive Dockerfile side by side; print the table
 	$(PY) scripts/build_metrics.py
 
-bench: $(STAMP) ## Benchmarks side by side: upload path vs a bare endpoint (prints a table)
+bench: $(STAMP) ## The three benchmark tables (upload path, inference pipeline, build metrics); see BENCHMARKS.md
 	$(PY) bench/upload_bench.py
+	$(PY) bench/pipeline_bench.py
+	$(PY) scripts/build_metrics.py
 
 lock: $(STAMP) ## Re-pin the API's dependencies for the Docker build (api/requirements.lock)
 	$(PY) -m pip install --quiet uv

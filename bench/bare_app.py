@@ -1,5 +1,6 @@
 """The baseline of the upload benchmark: a bare FastAPI endpoint that only streams the
-request body to a file on disk, with no parsing, validation or database."""
+request body to a file on disk, with no parsing, validation, database or fsync (so the
+API's durability and validation costs are part of the gap it measures)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run Ultralytics YOLO detection on one uploaded image and write the result.
+"""Run Ultralytics YOLO detection on a batch of uploaded images and write one result per job.
 
 This single file is the inference step of the stack. It runs
 
@@ -13,26 +13,38 @@ OpenCV) plus the standard library only.
 
 Command line (the API depends on it exactly)::
 
-    python flows/detect.py --data-dir DIR --job-id JOB_ID --image REL_PATH \\
-        --model MODEL [--conf 0.25] [--imgsz 640]
+    python flows/detect.py --data-dir DIR [--batch-id BATCH_ID] --model MODEL \\
+        [--conf 0.25] [--imgsz 640] --jobs JOB_ID=REL_PATH [JOB_ID=REL_PATH ...]
 
+* Each ``--jobs`` entry is one job: its id (1-128 letters, digits, ``.``,
+  ``_``, ``-``; names the result files) and its image. Job ids must be
+  unique within a run. ``--batch-id`` (same syntax) names the batch; it is
+  copied into every result and makes re-runs idempotent (see below).
 * ``REL_PATH`` is relative to ``DIR`` (e.g. ``uploads/<job_id>.jpg``);
-  absolute paths and paths leaving ``DIR`` (``..``, symlinks) are refused.
+  absolute paths and paths leaving ``DIR`` (``..``, symlinks) fail that job.
 * ``MODEL`` is an absolute path, a path relative to ``DIR`` when that file
   exists there (e.g. ``models/shapes.pt``), or else it is handed to
   Ultralytics as given (an Ultralytics model name such as ``yolo11n.pt``,
   which Ultralytics may download; see ``_resolve_model``).
-* The prediction is exactly ``YOLO(MODEL).predict(image, conf=CONF,
-  imgsz=IMGSZ, verbose=False)``: no other non-default argument, so calling
+* The model is loaded once per run; each prediction is exactly
+  ``model.predict(image, conf=CONF, imgsz=IMGSZ, verbose=False)`` with
+  ``model = YOLO(MODEL)``: no other non-default argument, so calling
   Ultralytics directly on the same file gives the same boxes.
 
-Results (both written atomically: temp file in the same directory, then
-``os.replace``; files are 0644):
+How a batch runs: every job's image is checked first (exists inside ``DIR``,
+decodable by OpenCV); a job that fails these checks gets its failed result
+at once. The model is loaded only if some job is left, then the jobs are
+predicted in the order given. A problem with one job (missing or
+undecodable image, an exception while predicting or writing) fails that
+job only, and the run goes on with the next one.
+
+Results, per job (both written atomically: temp file in the same directory,
+then ``os.replace``; files are 0644):
 
 * ``DIR/results/<job_id>.json``::
 
-    {"schema_version": 1, "job_id": "...", "status": "succeeded",
-     "model": "<MODEL as given>",
+    {"schema_version": 1, "job_id": "...", "batch_id": "..." or null,
+     "status": "succeeded", "model": "<MODEL as given>",
      "image": {"path": "uploads/...", "width": W, "height": H},
      "inference_ms": 12.3,
      "detections": [{"class_id": 0, "class_name": "circle", "confidence": 0.9312,
@@ -46,20 +58,31 @@ Results (both written atomically: temp file in the same directory, then
 * ``DIR/results/<job_id>.annotated.jpg``: ``result.plot()`` (boxes, class
   names, confidences) as JPEG. Plotting uses OpenCV text for ASCII class
   names, so no font is downloaded.
+* A failed job gets ``{"schema_version": 1, "job_id": ..., "batch_id": ...,
+  "status": "failed", "error": "<one readable sentence>"}`` at the same JSON
+  path (and no annotated image); the sentence is also printed to stderr.
 
-On failure (missing or undecodable image, bad model, ...) it writes
-``{"schema_version": 1, "job_id": ..., "status": "failed", "error": "<one
-readable sentence>"}`` to the same JSON path, prints the sentence to stderr
-and exits 1. Bad usage exits 2 (argparse).
+Re-runs (Kestra's task retry runs the same batch again): a job whose
+``results/<job_id>.json`` already says ``succeeded`` for the same
+``--batch-id`` (and whose annotated image exists) is not predicted again and
+counts as succeeded; failed jobs are tried again. Without ``--batch-id``
+every job is always predicted.
 
-On success stdout carries exactly one line, the Kestra outputs line::
+Exit status:
 
-    ::{"outputs": {"result_path": "results/<id>.json",
-      "annotated_path": "results/<id>.annotated.jpg", "detections": N, "inference_ms": X}}::
+* 0: every job has its result written, succeeded or failed;
+* 1: the batch as a whole could not run: the data directory is missing
+  (nothing is written), the model cannot be loaded (every job not done yet
+  gets a failed result saying why), or a result could not be written; a
+  retry of the whole batch may help;
+* 2: bad usage (argparse), including a job id given twice.
 
-(shown wrapped here; it is printed as a single line).
+On exit 0 stdout carries exactly one line, the Kestra outputs line::
 
-Everything else (Ultralytics' logging included) goes to stderr.
+    ::{"outputs": {"batch_id": "<id or null>", "jobs": N, "succeeded": S, "failed": F}}::
+
+Everything else (a progress line per job, Ultralytics' logging included)
+goes to stderr.
 
 It works as an unprivileged user with a read-only home: unless already set,
 ``YOLO_CONFIG_DIR`` (Ultralytics settings) and ``MPLCONFIGDIR`` point to a
@@ -76,6 +99,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -108,12 +132,22 @@ def _prepare_environment() -> None:
         os.environ["MPLCONFIGDIR"] = str(base / f"matplotlib-{uid}")
 
 
+_ID_RULE = "1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
 def _job_id(value: str) -> str:
     if not _JOB_ID_RE.fullmatch(value):
-        raise argparse.ArgumentTypeError(
-            "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
+        raise argparse.ArgumentTypeError(f"must be {_ID_RULE}")
     return value
+
+
+def _job_spec(value: str) -> tuple[str, str]:
+    job_id, sep, image = value.partition("=")
+    if not sep or not image:
+        raise argparse.ArgumentTypeError(f"{value!r} is not JOB_ID=REL_PATH")
+    if not _JOB_ID_RE.fullmatch(job_id):
+        raise argparse.ArgumentTypeError(f"job id {job_id!r}: must be {_ID_RULE}")
+    return job_id, image
 
 
 def _confidence(value: str) -> float:
@@ -139,14 +173,17 @@ def _image_size(value: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="detect.py",
-        description="Run YOLO on one image below DATA_DIR; write results/<job_id>.json.",
+        description=(
+            "Run YOLO on a batch of images below DATA_DIR (model loaded once); "
+            "write results/<job_id>.json per job."
+        ),
     )
     p.add_argument("--data-dir", required=True, help="shared data directory (e.g. /data)")
-    p.add_argument("--job-id", required=True, type=_job_id, help="job id; names the result files")
     p.add_argument(
-        "--image",
-        required=True,
-        help="image path relative to --data-dir, e.g. uploads/<job_id>.jpg",
+        "--batch-id",
+        type=_job_id,
+        default=None,
+        help="batch id, copied into every result; makes a re-run skip jobs already succeeded",
     )
     p.add_argument(
         "--model",
@@ -159,7 +196,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--imgsz", type=_image_size, default=640, help="inference image size (default 640)"
     )
+    p.add_argument(
+        "--jobs",
+        required=True,
+        nargs="+",
+        action="extend",  # --jobs given twice adds to the list instead of replacing it
+        type=_job_spec,
+        metavar="JOB_ID=REL_PATH",
+        help="the jobs, in order: job id and image path relative to --data-dir, "
+        "e.g. 3f1c...=uploads/3f1c....jpg",
+    )
     return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; exits 2 on bad usage (a job id given twice included)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    seen: set[str] = set()
+    for job_id, _image in args.jobs:
+        if job_id in seen:
+            parser.error(f"argument --jobs: job id {job_id} is given more than once")
+        seen.add(job_id)
+    return args
 
 
 # --------------------------------------------------------------------------- helpers
@@ -288,16 +347,23 @@ def load_model(model_ref: str, data_dir: Path):
 
 
 def detect_image(
-    model, model_name: str, data_dir: Path, job_id: str, image_rel: str, conf: float, imgsz: int
+    model,
+    model_name: str,
+    data_dir: Path,
+    job_id: str,
+    batch_id: str | None,
+    image_rel: str,
+    image_path: Path,
+    conf: float,
+    imgsz: int,
 ) -> dict:
-    """Detect objects in one image, write the annotated JPEG and return the result dict.
+    """Detect objects in one (already checked) image, write the annotated JPEG and return
+    the result dict.
 
     Raises DetectError for problems worth a readable message.
     """
     import cv2
 
-    image_path = _resolve_image(data_dir, image_rel)
-    _check_decodable(image_path, image_rel)
     results = model.predict(str(image_path), conf=conf, imgsz=imgsz, verbose=False)
     if not results:
         raise DetectError(f"Ultralytics returned no result for {image_rel}.")
@@ -330,12 +396,16 @@ def detect_image(
     ok, buf = cv2.imencode(".jpg", plotted, [int(cv2.IMWRITE_JPEG_QUALITY), 90])
     if not ok:
         raise DetectError("The annotated image could not be encoded as JPEG.")
-    _atomic_write(data_dir / annotated_rel, buf.tobytes())
+    try:
+        _atomic_write(data_dir / annotated_rel, buf.tobytes())
+    except OSError as exc:
+        raise DetectError(f"The annotated image could not be written: {_readable(exc)}") from exc
 
     inference_ms = r.speed.get("inference") if isinstance(getattr(r, "speed", None), dict) else None
     return {
         "schema_version": SCHEMA_VERSION,
         "job_id": job_id,
+        "batch_id": batch_id,
         "status": "succeeded",
         "model": model_name,
         "image": {"path": image_rel, "width": width, "height": height},
@@ -345,59 +415,167 @@ def detect_image(
     }
 
 
-def run(args: argparse.Namespace, out) -> int:
-    """Run one job; ``out`` receives the Kestra outputs line. Returns the exit code."""
-    data_dir = Path(args.data_dir)
-    result_rel = f"{RESULTS_DIR}/{args.job_id}.json"
-    result_path = data_dir / result_rel
+# --------------------------------------------------------------------------- the batch
+
+
+class Job:
+    """One job of the batch and what became of it."""
+
+    def __init__(self, job_id: str, image: str) -> None:
+        self.job_id = job_id
+        self.image = image  # as given, relative to the data dir
+        self.path: Path | None = None  # resolved and checked
+        self.status: str | None = None  # "succeeded" or "failed" once its result is written
+        self.unwritten = False  # its result could not be written (the batch exits 1)
+
+
+def _log(message: str) -> None:
+    print(f"detect.py: {message}", file=sys.stderr, flush=True)
+
+
+def _result_path(data_dir: Path, job_id: str) -> Path:
+    return data_dir / RESULTS_DIR / f"{job_id}.json"
+
+
+def _already_succeeded(data_dir: Path, job_id: str, batch_id: str | None) -> bool:
+    """True when an earlier run of this same batch wrote this job's success."""
+    if batch_id is None:
+        return False
     try:
-        if not data_dir.is_dir():
-            raise DetectError(f"The data directory {args.data_dir} does not exist.")
-        # Cheap checks before the slow model load.
-        _check_decodable(_resolve_image(data_dir, args.image), args.image)
-        model_ref = _resolve_model(data_dir, args.model)
-        try:
-            model = load_model(model_ref, data_dir)
-        except DetectError:
-            raise
-        except Exception as exc:
-            raise DetectError(
-                f"The model {args.model} could not be loaded: {_readable(exc)}"
-            ) from exc
+        previous = json.loads(_result_path(data_dir, job_id).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(previous, dict)
+        and previous.get("status") == "succeeded"
+        and previous.get("batch_id") == batch_id
+        and previous.get("job_id") == job_id
+        and (data_dir / RESULTS_DIR / f"{job_id}.annotated.jpg").is_file()
+    )
+
+
+def _fail(data_dir: Path, job: Job, batch_id: str | None, message: str) -> None:
+    """Write the job's failed result (and say so on stderr)."""
+    _log(f"job {job.job_id} failed: {message}")
+    try:
+        _write_json(
+            _result_path(data_dir, job.job_id),
+            {
+                "schema_version": SCHEMA_VERSION,
+                "job_id": job.job_id,
+                "batch_id": batch_id,
+                "status": "failed",
+                "error": message,
+            },
+        )
+    except OSError as exc:
+        _log(f"error: could not write {RESULTS_DIR}/{job.job_id}.json: {exc}")
+        job.unwritten = True
+        return
+    job.status = "failed"
+
+
+def _load(args: argparse.Namespace, data_dir: Path):
+    model_ref = _resolve_model(data_dir, args.model)
+    try:
+        return load_model(model_ref, data_dir)
+    except DetectError:
+        raise
+    except Exception as exc:
+        raise DetectError(f"The model {args.model} could not be loaded: {_readable(exc)}") from exc
+
+
+def _predict(model, args: argparse.Namespace, data_dir: Path, job: Job) -> None:
+    """Predict one job and write its results; any problem fails this job only."""
+    assert job.path is not None
+    started = time.monotonic()
+    annotated = data_dir / RESULTS_DIR / f"{job.job_id}.annotated.jpg"
+    try:
         try:
             result = detect_image(
-                model, args.model, data_dir, args.job_id, args.image, args.conf, args.imgsz
+                model,
+                args.model,
+                data_dir,
+                job.job_id,
+                args.batch_id,
+                job.image,
+                job.path,
+                args.conf,
+                args.imgsz,
             )
         except DetectError:
             raise
         except Exception as exc:
-            raise DetectError(f"Detection failed for {args.image}: {_readable(exc)}") from exc
-        _write_json(result_path, result)
+            raise DetectError(f"Detection failed for {job.image}: {_readable(exc)}") from exc
+        try:
+            _write_json(_result_path(data_dir, job.job_id), result)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                annotated.unlink()  # no annotated image next to a failed result
+            raise DetectError(f"The result could not be written: {_readable(exc)}") from exc
     except DetectError as exc:
-        message = str(exc)
-        print(f"detect.py: error: {message}", file=sys.stderr)
-        if data_dir.is_dir():
-            try:
-                _write_json(
-                    result_path,
-                    {
-                        "schema_version": SCHEMA_VERSION,
-                        "job_id": args.job_id,
-                        "status": "failed",
-                        "error": message,
-                    },
-                )
-            except OSError as write_exc:
-                print(
-                    f"detect.py: error: could not write {result_rel}: {write_exc}", file=sys.stderr
-                )
+        _fail(data_dir, job, args.batch_id, str(exc))
+        return
+    job.status = "succeeded"
+    ms = (time.monotonic() - started) * 1000
+    _log(
+        f"job {job.job_id} succeeded in {ms:.0f} ms "
+        f"({len(result['detections'])} detections, inference {result['inference_ms']} ms)"
+    )
+
+
+def run(args: argparse.Namespace, out) -> int:
+    """Run the batch; ``out`` receives the Kestra outputs line. Returns the exit code."""
+    started = time.monotonic()
+    data_dir = Path(args.data_dir)
+    jobs = [Job(job_id, image) for job_id, image in args.jobs]
+    if not data_dir.is_dir():
+        _log(f"error: The data directory {args.data_dir} does not exist.")
         return 1
 
+    # Cheap checks first: the model is loaded only when some job can use it.
+    todo: list[Job] = []
+    for job in jobs:
+        if _already_succeeded(data_dir, job.job_id, args.batch_id):
+            job.status = "succeeded"
+            _log(f"job {job.job_id} already succeeded in batch {args.batch_id}; not run again")
+            continue
+        try:
+            job.path = _resolve_image(data_dir, job.image)
+            _check_decodable(job.path, job.image)
+        except DetectError as exc:
+            _fail(data_dir, job, args.batch_id, str(exc))
+            continue
+        todo.append(job)
+
+    if todo:
+        loading = time.monotonic()
+        try:
+            model = _load(args, data_dir)
+        except DetectError as exc:
+            # The whole batch cannot run: every job not done yet fails with the reason, and
+            # the exit status lets the orchestrator retry the batch.
+            _log(f"error: {exc}")
+            for job in todo:
+                _fail(data_dir, job, args.batch_id, str(exc))
+            return 1
+        _log(f"model {args.model} loaded in {time.monotonic() - loading:.1f} s")
+        for job in todo:
+            _predict(model, args, data_dir, job)
+
+    succeeded = sum(job.status == "succeeded" for job in jobs)
+    failed = sum(job.status == "failed" for job in jobs)
+    _log(
+        f"batch {args.batch_id}: {len(jobs)} jobs, {succeeded} succeeded, {failed} failed "
+        f"in {time.monotonic() - started:.1f} s"
+    )
+    if any(job.unwritten for job in jobs):
+        return 1
     outputs = {
-        "result_path": result_rel,
-        "annotated_path": result["annotated_path"],
-        "detections": len(result["detections"]),
-        "inference_ms": result["inference_ms"],
+        "batch_id": args.batch_id,
+        "jobs": len(jobs),
+        "succeeded": succeeded,
+        "failed": failed,
     }
     out.write("::" + json.dumps({"outputs": outputs}) + "::\n")
     out.flush()
@@ -405,7 +583,7 @@ def run(args: argparse.Namespace, out) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # exits 2 on bad usage
+    args = parse_args(argv)  # exits 2 on bad usage
     _prepare_environment()
     # Keep stdout for the single Kestra outputs line: while Ultralytics is
     # imported and runs, file descriptor 1 (and sys.stdout) point to stderr.

@@ -1,9 +1,5 @@
-"""One-shot start-up step: migrate the database and lay out the shared volume.
-
-`python -m app.bootstrap` — run by compose before the API starts, and by `make dev`.
-"""
-
-from __future__ import annotations
+"""`python -m app.bootstrap`: migrate the database and lay out the shared volume, once,
+before the API starts (compose and `make dev` run it)."""
 
 import logging
 import shutil

@@ -20,14 +20,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
 
-    # Storage
-    # SQLite is only the embedded default of the no-Docker dev mode; compose sets Postgres.
+    # Storage. SQLite is only the default of the no-Docker dev mode; compose sets Postgres.
     database_url: str = "sqlite:///./shared-data/dev.sqlite3"
     db_pool_size: int = 5
     db_connect_timeout_s: int = 5
     shared_data_dir: Path = Path("shared-data")
 
-    # Orchestrator
     orchestrator: OrchestratorKind = OrchestratorKind.LOCAL
     kestra_url: str = "http://localhost:8080"
     kestra_username: str = "admin@example.com"
@@ -36,35 +34,34 @@ class Settings(BaseSettings):
     kestra_flow_id: str = "yolo-detect"
     kestra_connect_timeout_s: float = 3.0
     kestra_read_timeout_s: float = 10.0
-    # Shared secret Kestra's afterExecution callback presents as a Bearer token.
+    # The Bearer token Kestra's afterExecution callback presents.
     callback_token: SecretStr | None = None
 
-    # Local orchestrator: the same detection script, run as a subprocess.
+    # Local orchestrator: the same detection script, as a subprocess.
     local_python: str = Field(default_factory=lambda: sys.executable)
     local_detect_script: Path = Path("flows/detect.py")
     local_max_parallel: int = 1
     local_timeout_s: float = 600.0
-    # Bootstrap copies this file onto the shared volume, where inference containers run it.
+    # Bootstrap copies it onto the shared volume, where inference containers run it.
     detect_script_source: Path | None = None
 
-    # Inference parameters passed to the flow
+    # Passed to the flow
     model: str = "yolo11n.pt"
     confidence: float = Field(default=0.25, ge=0.0, le=1.0)
     image_size: int = Field(default=640, ge=32, le=4096)
 
-    # Upload limits
     max_upload_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_files_per_request: int = 16
 
-    # Background workers
     workers_enabled: bool = True
     dispatch_interval_s: float = 1.0
-    dispatch_batch_size: int = 32
+    batch_max_jobs: int = Field(default=32, ge=1, le=256)
+    batch_window_s: float = Field(default=0.25, ge=0.0, le=60.0)
     dispatch_lease_s: float = 60.0
     dispatch_max_backoff_s: float = 30.0
     reconcile_interval_s: float = 5.0
-    # A submitted/running job whose callback has not come after this long is polled.
+    # Poll a submitted/running job whose callback has not come after this long.
     reconcile_after_s: float = 30.0
 
     log_level: str = "INFO"
@@ -72,14 +69,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _require_secrets(self) -> Settings:
         if self.orchestrator is OrchestratorKind.KESTRA:
-            missing = [
-                name
-                for name, value in (
-                    ("KESTRA_PASSWORD", self.kestra_password),
-                    ("CALLBACK_TOKEN", self.callback_token),
-                )
-                if value is None or not value.get_secret_value()
-            ]
+            given = {"KESTRA_PASSWORD": self.kestra_password, "CALLBACK_TOKEN": self.callback_token}
+            missing = [k for k, v in given.items() if v is None or not v.get_secret_value()]
             if missing:
                 raise ValueError(
                     f"{' and '.join(missing)} must be set when ORCHESTRATOR=kestra "

@@ -1,7 +1,5 @@
 """Database engine and sessions. Built in the app's lifespan, never at import time."""
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -59,8 +57,8 @@ def make_engine(settings: Settings) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _write_lock(conn: Any) -> None:
-            # SQLite has no SELECT ... FOR UPDATE: take the write lock when a transaction
-            # starts, so concurrent status updates serialise instead of overwriting.
+            # SQLite has no FOR UPDATE: take the write lock at BEGIN, so concurrent status
+            # updates serialise instead of overwriting.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine

@@ -1,7 +1,5 @@
 """Request-scoped dependencies, as Annotated aliases so tests can override them."""
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -35,11 +33,13 @@ def get_resources(request: Request) -> Resources:
     return resources
 
 
-def get_session(resources: Annotated[Resources, Depends(get_resources)]) -> Iterator[Session]:
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+def get_session(resources: ResourcesDep) -> Iterator[Session]:
     # The route commits explicitly; anything uncommitted is rolled back on close.
     with resources.sessions() as session:
         yield session
 
 
-ResourcesDep = Annotated[Resources, Depends(get_resources)]
 SessionDep = Annotated[Session, Depends(get_session)]

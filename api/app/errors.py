@@ -1,7 +1,5 @@
 """Typed errors rendered by one handler as one JSON shape: {"error": {code, message, details}}."""
 
-from __future__ import annotations
-
 import logging
 from typing import Any
 
@@ -77,8 +75,11 @@ class CorruptImage(AppError):
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
-def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: Any = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -86,33 +87,23 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("request.failed", extra={"code": exc.code, "reason": exc.message})
-        return JSONResponse(
-            error_body(exc.code, exc.message, exc.details), status_code=exc.status_code
-        )
+        return error_response(exc.status_code, exc.code, exc.message, exc.details)
 
     @app.exception_handler(OperationalError)
     async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
         # A restarting database is a passing condition: say so, and when to try again.
         log.warning("request.database_unavailable", extra={"reason": str(exc.orig)[:200]})
-        return JSONResponse(
-            error_body("database_unavailable", "The database is unavailable; try again."),
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+        message = "The database is unavailable; try again."
+        return error_response(503, "database_unavailable", message, headers={"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
-        return JSONResponse(
-            error_body("invalid_request", "The request is not valid.", {"errors": errors}),
-            status_code=422,
-        )
+        message = "The request is not valid."
+        return error_response(422, "invalid_request", message, {"errors": errors})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return JSONResponse(
-            error_body(code, str(exc.detail)),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
-        )
+        headers = getattr(exc, "headers", None)
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)

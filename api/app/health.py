@@ -1,9 +1,5 @@
 """Liveness and readiness."""
 
-from __future__ import annotations
-
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -41,11 +37,8 @@ def ready(resources: ResourcesDep) -> JSONResponse:
     except OrchestratorError as exc:
         checks["orchestrator"] = f"unreachable: {exc}"
     ok = all(value == "ok" for value in checks.values())
-    body: dict[str, Any] = {
-        "status": "ready" if ok else "unavailable",
-        "orchestrator": resources.orchestrator.name,
-        "checks": checks,
-    }
+    status = "ready" if ok else "unavailable"
+    body = {"status": status, "orchestrator": resources.orchestrator.name, "checks": checks}
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

@@ -1,11 +1,6 @@
 """Decide whether bytes on disk are an image we accept, cheaply and without trusting the client.
-
-Order matters for cost: magic bytes first (no decoder), then the header only (dimensions,
-so a decompression bomb is refused before a single pixel is decoded), then a full decode
-at reduced scale to catch truncated or corrupt files.
-"""
-
-from __future__ import annotations
+Cheapest first: magic bytes, the header (a bomb is refused before decoding), then a
+reduced-scale decode to catch corrupt files."""
 
 import warnings
 from dataclasses import dataclass
@@ -15,12 +10,11 @@ from PIL import Image, UnidentifiedImageError
 
 from app.errors import CorruptImage, NotAnImage, TooManyPixels, UnsupportedMediaType
 
-# format name -> stored file extension. What Ultralytics/OpenCV in the flow decode reliably.
+# Format -> file extension: what Ultralytics/OpenCV in the flow decode reliably.
 SUPPORTED = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 SUPPORTED_TEXT = "JPEG, PNG and WebP"
 
-# Signatures of image formats we recognise but do not accept (a clearer message than
-# "not an image").
+# Image formats we recognise but refuse, for a clearer message than "not an image".
 _OTHER_IMAGE_MAGIC = {
     b"GIF87a": "GIF",
     b"GIF89a": "GIF",
@@ -35,7 +29,6 @@ _OTHER_IMAGE_MAGIC = {
 @dataclass(frozen=True)
 class ImageInfo:
     format: str
-    extension: str
     width: int
     height: int
 
@@ -65,10 +58,8 @@ def sniff_format(head: bytes) -> str:
     )
 
 
-def inspect_image(path: Path, max_pixels: int) -> ImageInfo:
-    """Validate a received file; raises a typed 4xx error describing what is wrong."""
-    with path.open("rb") as fh:
-        fmt = sniff_format(fh.read(16))
+def inspect_image(path: Path, fmt: str, max_pixels: int) -> ImageInfo:
+    """Validate a file of the sniffed `fmt`; raise a typed 4xx error if bad."""
     try:
         with warnings.catch_warnings():
             # We enforce our own (lower) pixel limit below, from the header alone.
@@ -78,8 +69,8 @@ def inspect_image(path: Path, max_pixels: int) -> ImageInfo:
                 if width * height > max_pixels:
                     raise _too_many_pixels(width, height, max_pixels)
                 if fmt == "JPEG":
-                    # Decode at 1/8 scale: every byte of the entropy-coded data is still
-                    # read (so truncation is caught) for a fraction of the cost.
+                    # At 1/8 scale every entropy-coded byte is still read (truncation is
+                    # caught) for a fraction of the cost.
                     img.draft("RGB", (max(1, width // 8), max(1, height // 8)))
                 img.load()
     except Image.DecompressionBombError:
@@ -88,7 +79,7 @@ def inspect_image(path: Path, max_pixels: int) -> ImageInfo:
         raise CorruptImage(
             f"The {fmt} file is truncated or corrupt and cannot be decoded.", reason=str(exc)
         ) from None
-    return ImageInfo(fmt, SUPPORTED[fmt], width, height)
+    return ImageInfo(fmt, width, height)
 
 
 def _too_many_pixels(width: int, height: int, max_pixels: int) -> TooManyPixels:

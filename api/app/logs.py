@@ -1,30 +1,38 @@
-"""Structured logs, configured once: one JSON object per line, the job id carried along."""
+"""Structured logs: one JSON object per line, carrying the job and batch ids."""
 
-from __future__ import annotations
-
+import contextlib
 import contextvars
 import json
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
+_Fields = tuple[tuple[str, str], ...]
+_context: contextvars.ContextVar[_Fields] = contextvars.ContextVar("log_context", default=())
 
 # Attributes every LogRecord has; anything else was passed through `extra=`.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
-@contextmanager
-def job_context(job_id: str) -> Iterator[None]:
-    """Tag every log line emitted inside the block with this job id."""
-    token = _job_id.set(job_id)
+@contextlib.contextmanager
+def _tagged(key: str, value: str) -> Iterator[None]:
+    token = _context.set((*_context.get(), (key, value)))
     try:
         yield
     finally:
-        _job_id.reset(token)
+        _context.reset(token)
+
+
+def job_context(job_id: str) -> contextlib.AbstractContextManager[None]:
+    """Tag log lines emitted inside the block with this job id."""
+    return _tagged("job_id", job_id)
+
+
+def batch_context(batch_id: str) -> contextlib.AbstractContextManager[None]:
+    """Tag log lines emitted inside the block with this batch (one execution's jobs)."""
+    return _tagged("batch_id", batch_id)
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,9 +43,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
-        job_id = _job_id.get()
-        if job_id is not None:
-            entry["job_id"] = job_id
+        entry.update(_context.get())  # inner values win: later pairs overwrite
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value

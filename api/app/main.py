@@ -1,7 +1,5 @@
 """The application: resources opened in the lifespan, routers, one error handler."""
 
-from __future__ import annotations
-
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +16,6 @@ from app.jobs import service
 from app.logs import configure_logging
 from app.orchestrators.base import Execution, Orchestrator
 from app.orchestrators.kestra import KestraOrchestrator
-from app.orchestrators.local import LocalOrchestrator
 from app.storage import SharedStorage
 from app.workers.dispatcher import Dispatcher
 from app.workers.reconciler import Reconciler
@@ -26,8 +23,8 @@ from app.workers.reconciler import Reconciler
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """
-POST images, get object detections. Each image becomes a job stored in Postgres; a Kestra
-flow runs Ultralytics YOLO on it in a throwaway container and reports back.
+POST images, get object detections. Each image becomes a job; a Kestra flow runs Ultralytics
+YOLO on it in a throwaway container and reports back.
 """
 TAGS = [
     {"name": "uploads", "description": "Send images; each becomes a job."},
@@ -74,8 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _open(settings: Settings) -> Resources:
     storage = SharedStorage(settings.shared_data_dir)
     storage.prepare()
-    removed = storage.remove_stale_temp_files()
-    if removed:
+    if removed := storage.remove_stale_temp_files():
         log.info("storage.stale_temp_removed", extra={"count": removed})
     engine = make_engine(settings)
     sessions = make_session_factory(engine)
@@ -84,7 +80,7 @@ def _open(settings: Settings) -> Resources:
         """Local runs report through the same code path as a Kestra callback."""
         try:
             with session_scope(sessions) as session:
-                service.apply_execution(session, storage, execution.job_id or "", execution)
+                service.apply_batch(session, storage, execution)
         except Exception:  # the reconciler picks the job up later
             log.exception("local.report_failed", extra={"execution_id": execution.id})
 
@@ -92,6 +88,10 @@ def _open(settings: Settings) -> Resources:
     if settings.orchestrator is OrchestratorKind.KESTRA:
         orchestrator = KestraOrchestrator(settings)
     else:
+        # Imported here: the dev-only Local adapter needs the host's Ultralytics and is left
+        # out of the image's build context.
+        from app.orchestrators.local import LocalOrchestrator
+
         orchestrator = LocalOrchestrator(settings, report)
     dispatcher = Dispatcher(settings, sessions, orchestrator)
     reconciler = Reconciler(settings, sessions, orchestrator, storage)

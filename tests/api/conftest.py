@@ -76,6 +76,7 @@ def make_settings(database_url: str, shared_dir: Path) -> SettingsFactory:
             "callback_token": CALLBACK_TOKEN,
             "local_detect_script": ROOT / "flows" / "detect.py",
             "workers_enabled": False,  # tests step the workers themselves
+            "batch_window_s": 0,  # tests that are not about the window don't wait for it
             "max_upload_bytes": 2 * 1024 * 1024,
             "max_image_pixels": 4_000_000,
             "max_files_per_request": 4,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 from pathlib import Path
@@ -10,9 +11,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+import app.storage
+from app.jobs import routes
 from app.jobs.models import Job
-from tests.api.conftest import resources_of
+from app.main import create_app
+from tests.api.conftest import SettingsFactory, resources_of
 from tests.support.images import encode, png_bomb
 
 
@@ -229,3 +234,60 @@ def test_hostile_filenames_are_kept_only_as_clean_metadata(
     assert job["filename"] == kept
     # Stored under the server's name only, inside uploads/.
     assert stored_files(shared_dir) == [f"uploads/{job['id']}.jpg"]
+
+
+def test_the_upload_and_its_name_are_synced_before_the_job_is_committed(
+    client: TestClient, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    real_fsync, real_commit = app.storage._fsync, Session.commit
+
+    def fsync(*paths: Path) -> None:
+        real_fsync(*paths)
+        events.extend(f"fsync {path.relative_to(shared_dir)}" for path in paths)
+
+    def commit(session: Session) -> None:
+        events.append("commit")
+        real_commit(session)
+
+    monkeypatch.setattr(app.storage, "_fsync", fsync)
+    monkeypatch.setattr(Session, "commit", commit)
+    response = client.post("/v1/uploads", files={"files": ("cat.jpg", encode("JPEG"))})
+    assert response.status_code == 202
+    job_id = response.json()["jobs"][0]["id"]
+    assert events == [f"fsync uploads/{job_id}.jpg", "fsync uploads", "commit"]
+
+
+def test_a_failing_fsync_leaves_no_job_and_no_file(
+    make_settings: SettingsFactory, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(*paths: Path) -> None:
+        raise OSError(errno.EIO, "I/O error", str(paths[0]))
+
+    monkeypatch.setattr(app.storage, "_fsync", failing)
+    with TestClient(create_app(make_settings()), raise_server_exceptions=False) as client:
+        response = client.post("/v1/uploads", files={"files": ("cat.jpg", encode("JPEG"))})
+        assert response.status_code == 500
+        assert job_count(client) == 0
+    assert stored_files(shared_dir) == []
+
+
+def test_a_retry_racing_the_first_request_gets_its_jobs(
+    client: TestClient, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = {"Idempotency-Key": "race-1"}
+    first = client.post("/v1/uploads", files={"files": ("a.png", encode("PNG"))}, headers=headers)
+    # The retry's lookup ran before the first request committed: its INSERT then conflicts.
+    real, calls = routes._jobs_for_key, []
+
+    def stale_first_lookup(resources: Any, key: str) -> Any:
+        calls.append(key)
+        return [] if len(calls) == 1 else real(resources, key)
+
+    monkeypatch.setattr(routes, "_jobs_for_key", stale_first_lookup)
+    second = client.post("/v1/uploads", files={"files": ("a.png", encode("PNG"))}, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert [j["id"] for j in second.json()["jobs"]] == [j["id"] for j in first.json()["jobs"]]
+    assert calls == ["race-1", "race-1"]  # the stale lookup, then the winner's jobs
+    assert job_count(client) == 1
+    assert len(stored_files(shared_dir)) == 1

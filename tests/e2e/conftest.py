@@ -121,6 +121,10 @@ def stack(e2e_docker: Docker, inference_image: str) -> Iterator[Stack]:
         "RECONCILE_AFTER_S": "10",
         "RECONCILE_INTERVAL_S": "2",
         "DISPATCH_MAX_BACKOFF_S": "5",
+        # Batches of at most 8, so the 24-image burst needs several executions side by side
+        # (the stand-in runs 3 at a time) and the cap is exercised; the API's default window.
+        "BATCH_MAX_JOBS": "8",
+        "BATCH_WINDOW_S": "0.25",
         "STANDIN_WORKER_THREADS": "3",
         "LOG_LEVEL": "INFO",
     }

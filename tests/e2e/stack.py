@@ -76,6 +76,13 @@ def scenes(first_seed: int, count: int) -> list[Scene]:
     return out
 
 
+def jobs_of(execution: dict[str, Any]) -> list[str]:
+    """The job ids an execution ran, from its `jobs` input (`<job_id>=<image_path>` entries
+    separated by spaces), in order."""
+    jobs = (execution.get("inputs") or {}).get("jobs") or ""
+    return [entry.partition("=")[0] for entry in str(jobs).split()]
+
+
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -241,12 +248,30 @@ class Stack:
             body: list[dict[str, Any]] = client.get("/_standin/callbacks").json()
         return body
 
+    def all_executions(self) -> list[dict[str, Any]]:
+        """Every execution of the flow (the stand-in keeps them all; a session has < 1000)."""
+        return self._search({"size": "1000"})
+
     def executions(self, job_id: str) -> list[dict[str, Any]]:
-        params = {"filters[labels][EQUALS][job_id]": job_id, "size": "50"}
+        """The executions that ran this job: it is listed in their `jobs` input."""
+        return [e for e in self.all_executions() if job_id in jobs_of(e)]
+
+    def batch_executions(self, batch_id: str) -> list[dict[str, Any]]:
+        """The executions labelled with this batch id, found as the API finds them."""
+        return self._search({"filters[labels][EQUALS][batch_id]": batch_id, "size": "50"})
+
+    def _search(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        params = {
+            "filters[namespace][EQUALS]": "inference",
+            "filters[flowId][EQUALS]": "yolo-detect",
+            **params,
+        }
         with self.kestra() as client:
             response = client.get("/api/v1/main/executions/search", params=params)
         assert response.status_code == 200, response.text
-        results: list[dict[str, Any]] = response.json()["results"]
+        body = response.json()
+        results: list[dict[str, Any]] = body["results"]
+        assert len(results) == body["total"], "more executions than one search page"
         return results
 
     # --- Postgres and the shared volume ------------------------------------------------------
@@ -319,8 +344,10 @@ class Stack:
         * every job a client was given is in Postgres, and Postgres has no other job;
         * every job is succeeded, or failed for the ones a test made fail (expect_failed is
           remembered for the later tests);
-        * no job ran to success in more than one execution, and none has more than one
-          live execution; no task container is left;
+        * every execution ran a batch of known jobs, labelled with its batch id; one that
+          succeeded accounts for each of its jobs in its outputs (succeeded + failed);
+        * no job ran to success in more than one execution, and none has a live
+          execution; no task container is left;
         * the files on the volume are exactly those of the jobs: each upload has its row and
           each row its upload; each result (JSON, annotated JPEG) belongs to a job, each
           succeeded job has both; no partial upload in tmp/.
@@ -345,9 +372,23 @@ class Stack:
         }
         assert not wrong, f"jobs not in their expected final status: {wrong}"
 
+        executions_of: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in rows}
+        for execution in self.all_executions():
+            batch = jobs_of(execution)
+            assert batch, f"execution {execution['id']} ran no job: {execution['inputs']}"
+            assert len(set(batch)) == len(batch), execution["inputs"]
+            strangers = sorted(set(batch) - set(rows))
+            assert not strangers, f"execution {execution['id']} ran unknown jobs {strangers}"
+            label = {"key": "batch_id", "value": execution["inputs"]["batch_id"]}
+            assert label in execution["labels"], execution["labels"]
+            if execution["state"]["current"] == "SUCCESS":
+                outputs = execution["outputs"]
+                assert outputs["jobs"] == len(batch), (execution["id"], outputs)
+                assert outputs["succeeded"] + outputs["failed"] == len(batch), outputs
+            for job_id in batch:
+                executions_of[job_id].append(execution)
         runs = {}
-        for job_id in rows:
-            executions = self.executions(job_id)
+        for job_id, executions in executions_of.items():
             states = [e["state"]["current"] for e in executions]
             assert states.count("SUCCESS") <= 1, f"job {job_id} succeeded twice: {states}"
             live = [s for s in states if s not in ("SUCCESS", "FAILED", "KILLED")]
@@ -374,7 +415,7 @@ class Stack:
                 assert row["annotated_path"] in results, (job_id, row["annotated_path"])
             else:
                 assert f"results/{job_id}.annotated.jpg" not in results, job_id
-        return {"jobs": len(rows), "executions_per_job": runs}
+        return {"jobs": len(rows), "executions_per_job": runs, "executions": executions_of}
 
 
 def decode_jpeg(data: bytes) -> tuple[int, int]:

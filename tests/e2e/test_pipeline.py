@@ -1,5 +1,6 @@
-"""The whole path under compose: API -> Kestra (the stand-in, running flows/yolo-detect.yml)
--> an ephemeral inference container on the shared volume -> callback -> Postgres."""
+"""The whole path under compose: API (micro-batching dispatcher) -> Kestra (the stand-in,
+running flows/yolo-detect.yml) -> one ephemeral inference container per batch on the shared
+volume -> callback -> Postgres."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 import pytest
 
-from tests.e2e.stack import Stack, chunks, decode_jpeg, record, scenes
+from tests.e2e.stack import Stack, chunks, decode_jpeg, jobs_of, record, scenes
 from tests.fixtures import synthetic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
@@ -32,7 +33,7 @@ def test_every_service_is_healthy(stack: Stack) -> None:
     assert body["checks"] == {"database": "ok", "storage": "ok", "orchestrator": "ok"}
 
 
-def test_burst_every_job_succeeds_in_its_own_throwaway_container(stack: Stack) -> None:
+def test_burst_is_batched_and_every_job_succeeds_in_a_throwaway_container(stack: Stack) -> None:
     batch = scenes(first_seed=3000, count=24)
     started = time.monotonic()
     jobs = []
@@ -44,6 +45,9 @@ def test_burst_every_job_succeeds_in_its_own_throwaway_container(stack: Stack) -
     elapsed = time.monotonic() - started
 
     containers = stack.task_containers()
+    max_jobs = int(stack.env["BATCH_MAX_JOBS"])
+    ran_in: dict[str, dict] = {}  # execution id -> execution
+    image_paths = dict(stack.sql("SELECT id, image_path FROM jobs"))
     with stack.client() as client:
         for job_id, job in done.items():
             scene = stack.scene_of[job_id]
@@ -62,13 +66,25 @@ def test_burst_every_job_succeeds_in_its_own_throwaway_container(stack: Stack) -
             assert annotated.status_code == 200
             assert annotated.headers["content-type"] == "image/jpeg"
             assert decode_jpeg(annotated.content) == scene.size
-            # One execution of the flow; it ran in a container that is gone now.
+            # One execution of the flow ran the job, in a batch with others (at most
+            # BATCH_MAX_JOBS); it found that execution again by its batch label; it ran in
+            # one container that is gone now.
             executions = stack.executions(job_id)
             assert [e["id"] for e in executions] == [job["execution_id"]]
             execution = executions[0]
+            ran_in[execution["id"]] = execution
             assert execution["state"]["current"] == "SUCCESS"
-            assert execution["outputs"]["detections"] == len(found)
-            assert execution["outputs"]["result_path"] == f"results/{job_id}.json"
+            batch_jobs = jobs_of(execution)
+            assert job_id in batch_jobs
+            assert len(batch_jobs) <= max_jobs, batch_jobs
+            assert f"{job_id}={image_paths[job_id]}" in execution["inputs"]["jobs"].split(" ")
+            assert execution["outputs"] == {
+                "jobs": len(batch_jobs),
+                "succeeded": len(batch_jobs),
+                "failed": 0,
+            }
+            [labelled] = stack.batch_executions(execution["inputs"]["batch_id"])
+            assert labelled["id"] == execution["id"]
             ran = [c for c in containers if c["executionId"] == execution["id"]]
             assert len(ran) == 1, ran
             assert ran[0]["image"] == stack.inference_image
@@ -95,5 +111,17 @@ def test_burst_every_job_succeeds_in_its_own_throwaway_container(stack: Stack) -
         "stat -c '%u' " + " ".join(f"/data/results/{i}.json" for i in ids) + " | sort -u"
     )
     assert owners.split() == ["1000"]
+    # Micro-batched: the burst ran in fewer executions (and containers) than jobs, every job
+    # in exactly one of them.
+    batched = sorted(job_id for execution in ran_in.values() for job_id in jobs_of(execution))
+    assert batched == sorted(ids)
+    assert len(ran_in) < len(ids), {e: jobs_of(x) for e, x in ran_in.items()}
     stack.account()
-    record("burst", images=len(ids), requests=6, seconds_to_all_succeeded=elapsed)
+    record(
+        "burst",
+        images=len(ids),
+        requests=6,
+        executions=len(ran_in),
+        batch_sizes=sorted(len(jobs_of(e)) for e in ran_in.values()),
+        seconds_to_all_succeeded=elapsed,
+    )

@@ -27,14 +27,16 @@ from tests.support.kestra_standin import (
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOW = yaml.safe_load((ROOT / "flows" / "yolo-detect.yml").read_text())
-JOB_ID = "3f1c2b7e-1d2a-4c5b-9e8f-0a1b2c3d4e5f"
+BATCH_ID = "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"
+JOB_IDS = ["3f1c2b7e-1d2a-4c5b-9e8f-0a1b2c3d4e5f", "9a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d"]
+JOBS = " ".join(f"{job}=uploads/{job}.jpg" for job in JOB_IDS)
 ENVS = {
     "yolo_image": "yolo-inference:test",
     "shared_volume": "vol-test",
     "api_url": "http://api.test:8000",
     "callback_token": "tok-123",
 }
-OUTPUTS = {"result_path": f"results/{JOB_ID}.json", "detections": 3, "inference_ms": 9.5}
+OUTPUTS = {"batch_id": BATCH_ID, "jobs": 2, "succeeded": 1, "failed": 1}
 
 
 def test_the_repository_flow_is_accepted() -> None:
@@ -65,7 +67,9 @@ def _variant(path: list[Any], value: Any) -> dict[str, Any]:
         (["tasks", 0, "retry", "type"], "exponential", "only type 'constant'"),
         (["tasks", 0, "timeout"], "10 minutes", "ISO-8601"),
         (["afterExecution", 0, "options", "auth", "type"], "OAUTH", "not emulated"),
-        (["outputs", 0, "value"], "{{ 'a' ~ inputs.job_id ?? 'b' }}", "parentheses"),
+        (["outputs", 0, "value"], "{{ 'a' ~ inputs.batch_id ?? 'b' }}", "parentheses"),
+        (["outputs", 0, "value"], "{{ inputs.jobs | split(' ') | length }}", "Pebble subset"),
+        (["afterExecution", 0, "body"], '{"job_id": "{{ inputs.job_id }}"}', "not a declared"),
     ],
 )
 def test_constructs_it_does_not_emulate_are_refused(
@@ -171,7 +175,7 @@ def _run(
         state, engine, ExecutorConfig(envs=ENVS, volumes_enabled=volumes_enabled, threads=1)
     )
     inputs, errors = kestra_standin._validate_inputs(
-        flow["inputs"], {"job_id": JOB_ID, "image_path": f"uploads/{JOB_ID}.jpg"}
+        flow["inputs"], {"batch_id": BATCH_ID, "jobs": JOBS}
     )
     assert not errors
     execution = {
@@ -180,7 +184,7 @@ def _run(
         "flowId": "yolo-detect",
         "inputs": inputs,
         "outputs": {},
-        "labels": [{"key": "job_id", "value": JOB_ID}],
+        "labels": [{"key": "batch_id", "value": BATCH_ID}],
         "state": {"current": "CREATED", "histories": []},
         "taskRunList": [],
     }
@@ -210,26 +214,23 @@ def test_a_successful_execution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert body["Entrypoint"] == [""]
     assert body["Cmd"][:2] == ["/bin/sh", "-c"]
     assert body["Cmd"][2] == (
-        f"python /data/scripts/detect.py --data-dir /data --job-id {JOB_ID} "
-        f"--image uploads/{JOB_ID}.jpg --model yolo11n.pt --conf 0.25 --imgsz 640"
+        f"python /data/scripts/detect.py --data-dir /data --batch-id {BATCH_ID} "
+        f"--model yolo11n.pt --conf 0.25 --imgsz 640 --jobs {JOBS}"
     )
     assert body["User"] == "1000:1000"
     assert body["HostConfig"]["Binds"] == ["vol-test:/data"]
     assert "YOLO_CONFIG_DIR=/tmp/ultralytics" in body["Env"]
     assert ("remove", "c1") in engine.calls  # delete: true
     assert [h["state"] for h in execution["state"]["histories"]] == ["RUNNING", "SUCCESS"]
-    assert execution["outputs"] == {
-        "result_path": OUTPUTS["result_path"],
-        "annotated_path": "",
-        "detections": 3,
-    }
+    # The flow's outputs, typed: one job succeeded, one failed, and the execution succeeded.
+    assert execution["outputs"] == {"succeeded": 1, "failed": 1, "jobs": 2}
     [callback] = sent
     assert callback["method"] == "POST"
     assert callback["url"] == "http://api.test:8000/v1/callbacks/kestra"
     assert callback["headers"]["Authorization"] == "Bearer tok-123"
     assert callback["headers"]["Content-Type"] == "application/json"
     assert json.loads(callback["content"]) == {
-        "job_id": JOB_ID,
+        "batch_id": BATCH_ID,
         "execution_id": "exec1",
         "state": "SUCCESS",
     }
@@ -246,8 +247,7 @@ def test_a_failing_task_is_retried_then_fails_the_execution(
     assert [a["state"]["current"] for a in detect["attempts"]] == ["FAILED", "FAILED"]
     assert "RETRYING" in [h["state"] for h in detect["state"]["histories"]]
     # Outputs fall back to their ?? defaults; the callback says FAILED.
-    assert execution["outputs"]["result_path"] == f"results/{JOB_ID}.json"
-    assert execution["outputs"]["detections"] == 0
+    assert execution["outputs"] == {"succeeded": 0, "failed": 0, "jobs": 0}
     assert json.loads(sent[0]["content"])["state"] == "FAILED"
 
 
@@ -290,3 +290,37 @@ def test_docker_log_stream_is_demultiplexed() -> None:
     engine = DockerEngine.__new__(DockerEngine)
     engine._call = lambda *a, **k: httpx.Response(200, content=raw)  # type: ignore[method-assign]
     assert engine.logs("c") == ("::{}::\nmore\n", "warn\n")
+
+
+def test_jobs_input_validation_and_lookup_by_job_and_batch() -> None:
+    """What the API sends is accepted (and anything else refused with 422's reasons); an
+    execution is found by its batch label and by any job of its `jobs` input."""
+    declared = FLOW["inputs"]
+    inputs, errors = kestra_standin._validate_inputs(
+        declared, {"batch_id": BATCH_ID, "jobs": JOBS, "confidence": "0.5"}
+    )
+    assert not errors
+    assert inputs["jobs"] == JOBS
+    assert inputs["confidence"] == 0.5
+    assert (inputs["model"], inputs["image_size"]) == ("yolo11n.pt", 640)
+    for bad in ["", f"{JOB_IDS[0]}=uploads/x.jpg;id", f"{JOB_IDS[0]}=/etc/passwd", JOB_IDS[0]]:
+        _, errors = kestra_standin._validate_inputs(declared, {"batch_id": BATCH_ID, "jobs": bad})
+        assert [e.split(":")[0] for e in errors] == ["jobs"], bad
+    _, errors = kestra_standin._validate_inputs(declared, {"batch_id": BATCH_ID})
+    assert errors == ["jobs: missing required input"]
+
+    state = StandinState(copy.deepcopy(FLOW), "u@example.com", "Passw0rd")
+    for execution_id, batch, jobs in [("e1", BATCH_ID, JOBS), ("e2", "other", "x=uploads/y")]:
+        state.executions[execution_id] = {
+            "id": execution_id,
+            "inputs": {"batch_id": batch, "jobs": jobs},
+            "labels": [{"key": "batch_id", "value": batch}],
+        }
+    assert kestra_standin.jobs_of(state.executions["e1"]) == {
+        job: f"uploads/{job}.jpg" for job in JOB_IDS
+    }
+    assert [e["id"] for e in state.by_batch(BATCH_ID)] == ["e1"]
+    for job in JOB_IDS:
+        assert [e["id"] for e in state.by_job(job)] == ["e1"]
+    assert state.by_job("uploads") == []
+    assert [e["id"] for e in state.by_job("x")] == ["e2"]

@@ -65,13 +65,22 @@ def test_identity(flow):
     assert flow["namespace"] == "inference"
 
 
+UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+def jobs_list(count: int, ext: str = "jpg") -> str:
+    """A `jobs` input as the API builds it: `<job_id>=<image_path>` joined by spaces."""
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    return " ".join(f"{job}=uploads/{job}.{ext}" for job in ids)
+
+
 def test_inputs(inputs):
-    assert list(inputs) == ["job_id", "image_path", "model", "confidence", "image_size"]
+    assert list(inputs) == ["batch_id", "jobs", "model", "confidence", "image_size"]
     types = {k: v["type"] for k, v in inputs.items()}
-    assert types == {"job_id": "STRING", "image_path": "STRING", "model": "STRING",
+    assert types == {"batch_id": "STRING", "jobs": "STRING", "model": "STRING",
                      "confidence": "FLOAT", "image_size": "INT"}  # fmt: skip
-    assert "defaults" not in inputs["job_id"]
-    assert "defaults" not in inputs["image_path"]
+    assert "defaults" not in inputs["batch_id"]
+    assert "defaults" not in inputs["jobs"]
     assert inputs["model"]["defaults"] == "yolo11n.pt"
     assert inputs["confidence"]["defaults"] == 0.25
     assert inputs["image_size"]["defaults"] == 640
@@ -79,25 +88,71 @@ def test_inputs(inputs):
     assert inputs["image_size"]["min"] <= 640 <= inputs["image_size"]["max"]
 
 
-def test_input_validators(inputs):
-    job = re.compile(inputs["job_id"]["validator"])
-    assert job.fullmatch(str(uuid.uuid4()))
-    assert job.fullmatch(str(uuid.uuid4()).upper())
+def test_batch_id_validator(inputs):
+    batch = re.compile(inputs["batch_id"]["validator"])
+    assert inputs["batch_id"]["validator"] == f"^{UUID}$"
+    assert batch.fullmatch(str(uuid.uuid4()))
+    assert batch.fullmatch(str(uuid.uuid4()).upper())
     for bad in ["", "abc", "../etc", str(uuid.uuid4()) + " ; rm -rf /", str(uuid.uuid4()) + "\n"]:
-        assert not job.fullmatch(bad), bad
+        assert not batch.fullmatch(bad), bad
 
-    image = re.compile(inputs["image_path"]["validator"])
-    assert inputs["image_path"]["validator"] == "^uploads/[A-Za-z0-9._-]+$"
-    assert image.fullmatch(f"uploads/{uuid.uuid4()}.jpg")
-    for bad in [
-        "/data/uploads/a.jpg",
-        "uploads/../x/y.jpg",
-        "uploads/a b.jpg",
-        "uploads/$(id).jpg",
-        "other/a.jpg",
-    ]:
-        assert not image.fullmatch(bad), bad
 
+def test_jobs_validator_accepts_what_the_api_sends(inputs):
+    validator = inputs["jobs"]["validator"]
+    # Anchored, so it means the same to Java's find() as to matches().
+    assert validator.startswith("^")
+    assert validator.endswith("$")
+    jobs = re.compile(validator)
+    for count in (1, 2, 32):
+        for ext in ("jpg", "png", "webp"):
+            value = jobs_list(count, ext)
+            assert jobs.fullmatch(value), value
+    job = str(uuid.uuid4())
+    for good in [f"{job.upper()}=uploads/{job}.JPG", f"{job}=uploads/a_b-c.d.png"]:
+        assert jobs.fullmatch(good), good
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        " ",
+        "{j}",  # no image
+        "{j}=",  # empty image
+        "=uploads/{j}.jpg",  # no job id
+        "abc=uploads/{j}.jpg",  # job id not a UUID
+        "{j}=/data/uploads/{j}.jpg",  # absolute
+        "{j}=uploads/../x.jpg",
+        "{j}=uploads/..",
+        "{j}=uploads/.",
+        "{j}=uploads/.hidden.jpg",
+        "{j}=other/{j}.jpg",
+        "{j}=uploads/sub/{j}.jpg",
+        "{j}=uploads/a b.jpg",
+        "{j}=uploads/{j}.jpg ",  # trailing space: an empty entry
+        " {j}=uploads/{j}.jpg",
+        "{j}=uploads/{j}.jpg  {k}=uploads/{k}.jpg",  # two spaces
+        "{j}=uploads/{j}.jpg\t{k}=uploads/{k}.jpg",
+        "{j}=uploads/{j}.jpg\n{k}=uploads/{k}.jpg",
+        "{j}=uploads/{j}.jpg\n",
+        "{j}=uploads/{j}.jpg;id",
+        "{j}=uploads/{j}.jpg && id",
+        "{j}=uploads/{j}.jpg | id",
+        "{j}=uploads/$(id).jpg",
+        "{j}=uploads/`id`.jpg",
+        "{j}=uploads/{j}.jpg>x",
+        "{j}=uploads/{j}.jpg --model x.pt",  # no option smuggling
+        "{j}=uploads/'a'.jpg",
+        "{j}=uploads/{j}.jpg,{k}=uploads/{k}.jpg",
+    ],
+)
+def test_jobs_validator_refuses_anything_else(inputs, bad):
+    j, k = str(uuid.uuid4()), str(uuid.uuid4())
+    value = bad.replace("{j}", j).replace("{k}", k)
+    assert not re.fullmatch(inputs["jobs"]["validator"], value), value
+
+
+def test_other_input_validators(inputs):
     model = re.compile(inputs["model"]["validator"])
     for good in ["yolo11n.pt", "models/shapes.pt", "/data/models/x.pt"[1:]]:
         assert model.fullmatch(good), good
@@ -135,11 +190,13 @@ def test_timeout_and_bounded_retry(task, flow):
     assert ISO_DURATION.match(retry["interval"])
 
 
-def test_command_line_matches_detect_cli(task, inputs, detect_parser):
+@pytest.mark.parametrize("count", [1, 3, 32])
+def test_command_line_matches_detect_cli(task, inputs, detect_parser, count):
     (command,) = task["commands"]
+    jobs = jobs_list(count)
     sample = {
-        "inputs.job_id": str(uuid.uuid4()),
-        "inputs.image_path": "uploads/a1b2.jpg",
+        "inputs.batch_id": str(uuid.uuid4()),
+        "inputs.jobs": jobs,
         "inputs.model": inputs["model"]["defaults"],
         "inputs.confidence": str(inputs["confidence"]["defaults"]),
         "inputs.image_size": str(inputs["image_size"]["defaults"]),
@@ -154,8 +211,10 @@ def test_command_line_matches_detect_cli(task, inputs, detect_parser):
     assert required <= set(flags)
     args = detect_parser.parse_args(argv[2:])
     assert args.data_dir == "/data"
-    assert args.job_id == sample["inputs.job_id"]
-    assert args.image == sample["inputs.image_path"]
+    assert args.batch_id == sample["inputs.batch_id"]
+    # The jobs list becomes one argument per job, in order.
+    assert args.jobs == [tuple(entry.split("=", 1)) for entry in jobs.split(" ")]
+    assert len(args.jobs) == count
     assert args.model == "yolo11n.pt"
     assert args.conf == 0.25
     assert args.imgsz == 640
@@ -165,13 +224,13 @@ def test_command_line_matches_detect_cli(task, inputs, detect_parser):
 
 def test_flow_outputs(flow):
     outputs = {o["id"]: o for o in flow["outputs"]}
-    assert set(outputs) == {"result_path", "annotated_path", "detections"}
-    assert outputs["detections"]["type"] == "INT"
+    assert set(outputs) == {"succeeded", "failed", "jobs"}
     for key, out in outputs.items():
+        assert out["type"] == "INT", key
         expr = PEBBLE.fullmatch(out["value"].strip()).group(1)
-        assert expr.startswith(f"outputs.detect.vars.{key} ??"), (
-            expr
-        )  # with a fallback for failed runs
+        # With a fallback for failed runs (no outputs line): an unresolved reference would
+        # add "Failed to render output values" and hide the real error.
+        assert expr == f"outputs.detect.vars.{key} ?? 0", expr
 
 
 def test_after_execution_callback(flow, inputs):
@@ -192,17 +251,17 @@ def test_after_execution_callback(flow, inputs):
     assert cb["retry"]["type"] == "constant"
     assert 1 <= cb["retry"]["maxAttempts"] <= 5
 
-    job = str(uuid.uuid4())
+    batch = str(uuid.uuid4())
     body = render(
         cb["body"],
         {
-            "inputs.job_id": job,
+            "inputs.batch_id": batch,
             "execution.id": "4wjtkzwVGBM9yKnjm3yv8r",
             "execution.state": "FAILED",
         },
     )
     assert json.loads(body) == {
-        "job_id": job,
+        "batch_id": batch,
         "execution_id": "4wjtkzwVGBM9yKnjm3yv8r",
         "state": "FAILED",
     }

@@ -178,11 +178,17 @@ class StandinState:
             self.save()
 
     def by_job(self, job_id: str) -> list[dict[str, Any]]:
+        """The executions that ran (or will run) this job: its id is in their `jobs` input."""
+        with self.lock:
+            return [e for e in self.executions.values() if job_id in jobs_of(e)]
+
+    def by_batch(self, batch_id: str) -> list[dict[str, Any]]:
+        """The executions labelled batch_id:<batch_id> (what the API searches for)."""
         with self.lock:
             return [
                 e
                 for e in self.executions.values()
-                if {"key": "job_id", "value": job_id} in e["labels"]
+                if {"key": "batch_id", "value": batch_id} in e["labels"]
             ]
 
     # --- persistence (executor mode) ---------------------------------------------------
@@ -217,6 +223,15 @@ class StandinState:
         with self.lock:
             self.logs.setdefault(execution_id, []).append(entry)
         print(f"[{execution_id}]{f' {task}' if task else ''} {message}", flush=True)
+
+
+def jobs_of(execution: Mapping[str, Any]) -> dict[str, str]:
+    """Job id -> image path, from an execution's `jobs` input (`<job_id>=<image_path>`
+    entries separated by spaces, as the flow's validator lets through); {} without one."""
+    jobs = (execution.get("inputs") or {}).get("jobs")
+    if not isinstance(jobs, str):
+        return {}
+    return dict(entry.partition("=")[::2] for entry in jobs.split())
 
 
 def _push_state(state: dict[str, Any], current: str) -> None:

@@ -39,7 +39,7 @@ class Job(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
 
-    # Inference parameters asked for, fixed when the job is created.
+    # Inference parameters, fixed when the job is created.
     model: Mapped[str] = mapped_column(String(255))
     confidence: Mapped[float] = mapped_column(Float)
     image_size: Mapped[int] = mapped_column(Integer)
@@ -47,20 +47,20 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_index: Mapped[int] = mapped_column(Integer, default=0)
 
-    # Orchestrator bookkeeping.
+    # Orchestrator bookkeeping. Jobs sent together share a batch (one execution).
+    batch_id: Mapped[str | None] = mapped_column(String(36))
     execution_id: Mapped[str | None] = mapped_column(String(64))
+    runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     dispatch_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_dispatch_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     last_checked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     orchestrator_state: Mapped[str | None] = mapped_column(String(32))
 
-    # Outcome.
     error: Mapped[str | None] = mapped_column(Text)
     detections: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     inference_ms: Mapped[float | None] = mapped_column(Float)
     annotated_path: Mapped[str | None] = mapped_column(String(255))
 
-    # One timestamp per transition.
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     submitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -76,4 +76,5 @@ class Job(Base):
             "uq_jobs_idempotency_key_request_index", "idempotency_key", "request_index", unique=True
         ),
         Index("ix_jobs_execution_id", "execution_id"),
+        Index("ix_jobs_batch_id", "batch_id"),
     )

@@ -1,6 +1,4 @@
-"""Queries on the jobs table. No commits here: the caller owns the transaction."""
-
-from __future__ import annotations
+"""Queries on the jobs table. No commits: the caller owns the transaction."""
 
 from collections.abc import Sequence
 from datetime import datetime
@@ -9,8 +7,6 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from app.jobs.models import Job, JobStatus
-
-ACTIVE = (JobStatus.SUBMITTED, JobStatus.RUNNING)
 
 
 def get(session: Session, job_id: str, *, for_update: bool = False) -> Job | None:
@@ -34,13 +30,9 @@ def by_idempotency_key(session: Session, key: str) -> Sequence[Job]:
 
 
 def page(
-    session: Session,
-    *,
-    limit: int,
-    status: JobStatus | None,
-    before: tuple[datetime, str] | None,
+    session: Session, *, limit: int, status: JobStatus | None, before: tuple[datetime, str] | None
 ) -> Sequence[Job]:
-    """Newest first; `before` is the (created_at, id) of the last row of the previous page."""
+    """Newest first; `before` is the (created_at, id) of the previous page's last row."""
     stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
     if status is not None:
         stmt = stmt.where(Job.status == status)
@@ -69,7 +61,7 @@ def claim_stale_active(session: Session, checked_before: datetime, limit: int) -
     """Submitted/running jobs not heard of since `checked_before`."""
     stmt = (
         select(Job)
-        .where(Job.status.in_(ACTIVE))
+        .where(Job.status.in_((JobStatus.SUBMITTED, JobStatus.RUNNING)))
         .where(Job.updated_at <= checked_before)
         .where(or_(Job.last_checked_at.is_(None), Job.last_checked_at <= checked_before))
         .order_by(Job.updated_at)
@@ -77,3 +69,15 @@ def claim_stale_active(session: Session, checked_before: datetime, limit: int) -
         .with_for_update(skip_locked=True)
     )
     return session.scalars(stmt).all()
+
+
+def in_batch(session: Session, batch_id: str) -> Sequence[Job]:
+    """A batch's jobs, locked, in id order (the same lock order everywhere: no deadlocks)."""
+    stmt = select(Job).where(Job.batch_id == batch_id).order_by(Job.id).with_for_update()
+    return session.scalars(stmt).all()
+
+
+def queued_in_batches(session: Session, batch_ids: Sequence[str]) -> Sequence[Job]:
+    """Queued members of batches being resent, so each is resent whole."""
+    stmt = select(Job).where(Job.batch_id.in_(batch_ids), Job.status == JobStatus.QUEUED)
+    return session.scalars(stmt.with_for_update(skip_locked=True)).all()

@@ -14,9 +14,8 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
-from app.deps import Resources, ResourcesDep, SessionDep
+from app.deps import Resources, ResourcesDep, SessionDep, get_resources
 from app.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized
-from app.imaging import inspect_image
 from app.jobs import repository, service
 from app.jobs.models import JobStatus
 from app.jobs.schemas import CallbackAck, JobOut, JobPage, KestraCallback, UploadAccepted
@@ -25,7 +24,6 @@ from app.orchestrators.base import Execution
 
 router = APIRouter()
 
-_MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 _MULTIPART_OVERHEAD = 64 * 1024
 
 
@@ -75,12 +73,12 @@ def _errors(*codes: int, invalid: str = "`invalid_request`") -> dict[int | str, 
 async def upload(
     request: Request,
     response: Response,
-    resources: ResourcesDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> UploadAccepted:
     """Send images in the multipart field `files` (JPEG, PNG or WebP). Each becomes a
     queued job. A request is all or nothing: if any file is refused, nothing is kept.
     Repeat a request with the same `Idempotency-Key` to get the same jobs back."""
+    resources = get_resources(request)  # not as a dependency: that costs a thread hop
     settings = resources.settings
     if idempotency_key:
         existing = await run_in_threadpool(_jobs_for_key, resources, idempotency_key)
@@ -104,14 +102,13 @@ async def upload(
 
 def _create(resources: Resources, received: list[ReceivedFile], key: str | None) -> list[JobOut]:
     settings = resources.settings
-    accepted = [
-        service.AcceptedUpload(item, inspect_image(item.temp_path, settings.max_image_pixels))
-        for item in received
-    ]
     params = service.InferenceParams(settings.model, settings.confidence, settings.image_size)
     with resources.sessions() as session:
-        jobs = service.create_jobs(session, resources.storage, accepted, params, key)
+        jobs = []
         try:
+            jobs = service.create_jobs(
+                session, resources.storage, received, params, key, settings.max_image_pixels
+            )
             session.commit()
         except IntegrityError:
             # A concurrent retry with the same Idempotency-Key won the race: theirs stand.
@@ -176,9 +173,8 @@ def get_job(job_id: str, session: SessionDep) -> JobOut:
 )
 def get_image(job_id: str, session: SessionDep, resources: ResourcesDep) -> FileResponse:
     job = service.get_job(session, job_id)
-    return FileResponse(
-        resources.storage.path(job.image_path), media_type=_MEDIA_TYPES.get(job.image_format)
-    )
+    media_type = f"image/{job.image_format.lower()}"  # JPEG, PNG or WEBP
+    return FileResponse(resources.storage.path(job.image_path), media_type=media_type)
 
 
 @router.get(
@@ -217,14 +213,10 @@ def kestra_callback(
     """Called by the flow's `afterExecution` task with `Authorization: Bearer <CALLBACK_TOKEN>`.
     Idempotent: the same callback twice changes nothing."""
     _check_token(resources, authorization)
-    job = service.apply_execution(
-        session,
-        resources.storage,
-        body.job_id,
-        Execution(body.execution_id, body.state, body.job_id),
-    )
+    execution = Execution(body.execution_id, body.state, body.batch_id)
+    jobs = service.apply_batch(session, resources.storage, execution)
     session.commit()
-    return CallbackAck(job_id=job.id, status=JobStatus(job.status))
+    return CallbackAck(batch_id=body.batch_id, jobs={job.id: JobStatus(job.status) for job in jobs})
 
 
 def _check_token(resources: Resources, authorization: str | None) -> None:

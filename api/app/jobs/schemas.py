@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -23,28 +24,21 @@ class Detection(BaseModel):
     box: Box = Field(description="Pixels of the original image.")
 
 
+_BOX = {"x1": 12.5, "y1": 40.0, "x2": 120.3, "y2": 300.8}
+_EXAMPLE: dict[str, Any] = {
+    "id": "0b6f5f0e-5c2a-4d55-9a43-8a1d2f0f9a10",
+    "status": "succeeded",
+    "filename": "street.jpg",
+    "image_width": 640,
+    "image_height": 480,
+    "model": "yolo11n.pt",
+    "inference_ms": 73.2,
+    "detections": [{"class_id": 0, "class_name": "person", "confidence": 0.91, "box": _BOX}],
+}
+
+
 class JobOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "example": {
-                "id": "0b6f5f0e-5c2a-4d55-9a43-8a1d2f0f9a10",
-                "status": "succeeded",
-                "filename": "street.jpg",
-                "image_width": 640,
-                "image_height": 480,
-                "model": "yolo11n.pt",
-                "inference_ms": 73.2,
-                "detections": [
-                    {
-                        "class_id": 0,
-                        "class_name": "person",
-                        "confidence": 0.91,
-                        "box": {"x1": 12.5, "y1": 40.0, "x2": 120.3, "y2": 300.8},
-                    }
-                ],
-            }
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"example": _EXAMPLE})
 
     id: str
     status: JobStatus
@@ -59,6 +53,7 @@ class JobOut(BaseModel):
     sha256: str
     model: str
     confidence: float
+    batch_id: str | None = Field(description="Jobs sent together in one execution share it.")
     execution_id: str | None = Field(description="The orchestrator's (Kestra's) execution id.")
     orchestrator_state: str | None
     error: str | None = Field(description="Why the job failed, in words.")
@@ -96,11 +91,11 @@ class JobPage(BaseModel):
 
 
 class KestraCallback(BaseModel):
-    job_id: str = Field(max_length=64)
+    batch_id: str = Field(max_length=64, description="The execution's `batch_id` input.")
     execution_id: str = Field(max_length=64)
     state: str = Field(max_length=32, description="Kestra's final execution state.")
 
 
 class CallbackAck(BaseModel):
-    job_id: str
-    status: JobStatus
+    batch_id: str
+    jobs: dict[str, JobStatus] = Field(description="Each job of the batch and its status.")

@@ -1,10 +1,5 @@
 """Where an upload becomes a job, and the one place a job changes status.
-
-Functions take a Session and never commit: the request (or the worker's unit of work)
-that calls them owns the transaction.
-"""
-
-from __future__ import annotations
+Nothing here commits: the calling request or worker owns the transaction."""
 
 import logging
 import uuid
@@ -16,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
-from app.imaging import ImageInfo
+from app.imaging import SUPPORTED, inspect_image
 from app.jobs import repository
 from app.jobs.models import Job, JobStatus
 from app.jobs.uploads import ReceivedFile
@@ -26,21 +21,15 @@ from app.storage import ResultUnavailable, SharedStorage
 
 log = logging.getLogger(__name__)
 
+_ENDS = {JobStatus.SUCCEEDED, JobStatus.FAILED}
 _ALLOWED: dict[JobStatus, set[JobStatus]] = {
-    JobStatus.QUEUED: {
-        JobStatus.SUBMITTED,
-        JobStatus.RUNNING,
-        JobStatus.SUCCEEDED,
-        JobStatus.FAILED,
-    },
-    JobStatus.SUBMITTED: {
-        JobStatus.RUNNING,
-        JobStatus.SUCCEEDED,
-        JobStatus.FAILED,
-        JobStatus.QUEUED,
-    },
-    JobStatus.RUNNING: {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.QUEUED},
+    JobStatus.QUEUED: {JobStatus.SUBMITTED, JobStatus.RUNNING, *_ENDS},
+    JobStatus.SUBMITTED: {JobStatus.RUNNING, JobStatus.QUEUED, *_ENDS},
+    JobStatus.RUNNING: {JobStatus.QUEUED, *_ENDS},
 }
+
+# Executions a job may run in before one that ends without its result fails it.
+MAX_RUNS = 2
 
 
 def utcnow() -> datetime:
@@ -54,43 +43,38 @@ class InferenceParams:
     image_size: int
 
 
-@dataclass(frozen=True)
-class AcceptedUpload:
-    received: ReceivedFile
-    info: ImageInfo
-
-
-# Creation
 def create_jobs(
     session: Session,
     storage: SharedStorage,
-    uploads: Sequence[AcceptedUpload],
+    received: Sequence[ReceivedFile],
     params: InferenceParams,
     idempotency_key: str | None,
+    max_pixels: int,
 ) -> list[Job]:
-    """Move validated uploads into place and add one queued job per file.
-
-    Files are in place before the rows can be committed, so a committed job always has its
-    upload. If anything fails before the commit, the moved files are removed again.
-    """
+    """Validate files and add a queued job for each. Files are placed and fsynced (while being
+    decoded) before any row is sent, so a committed job always has its upload and the
+    connection is held only for INSERT and COMMIT. On failure the files are removed."""
     now = utcnow()
-    jobs: list[Job] = []
+    ids = [str(uuid.uuid4()) for _ in received]
+    paths = [storage.upload_path(ids[n], SUPPORTED[r.format]) for n, r in enumerate(received)]
     try:
-        for index, upload in enumerate(uploads):
-            job_id = str(uuid.uuid4())
-            relative = storage.upload_path(job_id, upload.info.extension)
-            storage.commit_upload(upload.received.temp_path, relative)
+        for item, relative in zip(received, paths, strict=True):
+            storage.place_upload(item.temp_path, relative)
+        synced = storage.sync(paths)
+        jobs: list[Job] = []
+        for index, (job_id, item, relative) in enumerate(zip(ids, received, paths, strict=True)):
+            info = inspect_image(storage.path(relative), item.format, max_pixels)
             jobs.append(
                 Job(
                     id=job_id,
                     status=JobStatus.QUEUED,
-                    original_filename=upload.received.original_filename,
+                    original_filename=item.original_filename,
                     image_path=relative,
-                    image_format=upload.info.format,
-                    size_bytes=upload.received.size,
-                    sha256=upload.received.sha256,
-                    width=upload.info.width,
-                    height=upload.info.height,
+                    image_format=info.format,
+                    size_bytes=item.size,
+                    sha256=item.sha256,
+                    width=info.width,
+                    height=info.height,
                     model=params.model,
                     confidence=params.confidence,
                     image_size=params.image_size,
@@ -101,11 +85,11 @@ def create_jobs(
                     updated_at=now,
                 )
             )
-        storage.sync_dir("uploads")  # a committed job always finds its upload after a crash
+        synced.result()  # durable before its row exists
         session.add_all(jobs)
         session.flush()
     except BaseException:
-        storage.remove_job_files([job.image_path for job in jobs])
+        storage.remove_job_files(paths)
         raise
     for job in jobs:
         with job_context(job.id):
@@ -114,8 +98,8 @@ def create_jobs(
 
 
 def remove_orphan_uploads(session: Session, storage: SharedStorage, age_s: float = 60) -> int:
-    """Uploads whose job was never committed (the process died between moving the file into
-    place and the commit). Younger files are left alone: their request may still commit."""
+    """Remove uploads whose job never committed (a crash mid-request); younger files are
+    spared, as their request may still commit."""
     files = storage.uploads_older_than(age_s)
     known = repository.existing_ids(session, list(files))
     orphans = [path for job_id, path in files.items() if job_id not in known]
@@ -124,18 +108,19 @@ def remove_orphan_uploads(session: Session, storage: SharedStorage, age_s: float
     return len(orphans)
 
 
-def get_job(session: Session, job_id: str) -> Job:
-    job = repository.get(session, job_id) if _is_uuid(job_id) else None
+def get_job(session: Session, job_id: str, *, for_update: bool = False) -> Job:
+    job = repository.get(session, job_id, for_update=for_update) if _is_uuid(job_id) else None
     if job is None:
         raise NotFound(f"No job with id {job_id}.", job_id=job_id)
     return job
 
 
-def submission_for(job: Job) -> Submission:
-    return Submission(job.id, job.image_path, job.model, job.confidence, job.image_size)
+def submission_for(batch_id: str, jobs: Sequence[Job]) -> Submission:
+    first = jobs[0]  # a batch only groups jobs with the same inference parameters
+    pairs = tuple((job.id, job.image_path) for job in jobs)
+    return Submission(batch_id, pairs, first.model, first.confidence, first.image_size)
 
 
-# The lifecycle
 def transition(job: Job, target: JobStatus, now: datetime) -> bool:
     """The only function that changes a job's status; stamps the transition's time."""
     current = JobStatus(job.status)
@@ -152,8 +137,7 @@ def transition(job: Job, target: JobStatus, now: datetime) -> bool:
         job.submitted_at = job.submitted_at or now
         job.started_at = now
     elif target is JobStatus.QUEUED:
-        job.execution_id = None
-        job.orchestrator_state = None
+        job.batch_id = job.execution_id = job.orchestrator_state = None  # off to a new batch
         job.next_dispatch_at = now
     else:
         job.finished_at = now
@@ -161,53 +145,71 @@ def transition(job: Job, target: JobStatus, now: datetime) -> bool:
     return True
 
 
-def mark_submitted(session: Session, job_id: str, execution: Execution) -> None:
-    job = _locked(session, job_id)
-    with job_context(job_id):
-        if job.execution_id is None:
-            job.execution_id = execution.id
-            job.orchestrator_state = execution.state
-        # A fast execution may already have reported back; never move a job backwards.
+def mark_submitted(session: Session, batch_id: str, execution: Execution) -> None:
+    now = utcnow()
+    for job in repository.in_batch(session, batch_id):
+        with job_context(job.id):
+            if job.execution_id is None:
+                _attach(job, execution)
+            # A fast execution may already have reported back; never move a job backwards.
+            if job.status == JobStatus.QUEUED:
+                transition(job, JobStatus.SUBMITTED, now)
+
+
+def postpone_dispatch(session: Session, batch_id: str, until: datetime, reason: str) -> None:
+    for job in repository.in_batch(session, batch_id):
         if job.status == JobStatus.QUEUED:
-            transition(job, JobStatus.SUBMITTED, utcnow())
+            job.next_dispatch_at = until
+            job.error = None
+    log.info("batch.dispatch_postponed", extra={"until": until.isoformat(), "reason": reason})
 
 
-def postpone_dispatch(session: Session, job_id: str, until: datetime, reason: str) -> None:
-    job = _locked(session, job_id)
-    if job.status == JobStatus.QUEUED:
-        job.next_dispatch_at = until
-        job.error = None
-        log.info("job.dispatch_postponed", extra={"until": until.isoformat(), "reason": reason})
-
-
-def fail(session: Session, job_id: str, reason: str) -> None:
-    job = _locked(session, job_id)
-    if transition(job, JobStatus.FAILED, utcnow()):
-        job.error = reason
+def fail_batch(session: Session, batch_id: str, reason: str) -> None:
+    now = utcnow()
+    for job in repository.in_batch(session, batch_id):
+        with job_context(job.id):
+            if transition(job, JobStatus.FAILED, now):
+                job.error = reason
 
 
 def requeue(session: Session, job_id: str, reason: str) -> None:
     """The orchestrator lost the execution: run the job again rather than lose it."""
-    job = _locked(session, job_id)
+    job = get_job(session, job_id, for_update=True)
     with job_context(job_id):
         if transition(job, JobStatus.QUEUED, utcnow()):
             log.warning("job.requeued", extra={"reason": reason})
 
 
+def apply_batch(session: Session, storage: SharedStorage, execution: Execution) -> list[Job]:
+    """Update every job of the execution's batch (callbacks and local runs)."""
+    jobs = repository.in_batch(session, execution.batch_id or "")
+    if not jobs:
+        raise NotFound(f"No jobs in batch {execution.batch_id}.")
+    for job in jobs:
+        _apply(job, storage, execution)
+    return list(jobs)
+
+
 def apply_execution(
     session: Session, storage: SharedStorage, job_id: str, execution: Execution
 ) -> Job:
-    """Bring a job up to date with its execution: the one path for callbacks, polls and
-    local runs. Applying the same report twice changes nothing."""
-    job = _locked(session, job_id)
-    with job_context(job_id):
+    """Update one job from its execution (the reconciler's polls)."""
+    job = get_job(session, job_id, for_update=True)
+    _apply(job, storage, execution)
+    return job
+
+
+def _apply(job: Job, storage: SharedStorage, execution: Execution) -> None:
+    """The one path for callbacks, polls and local runs; idempotent."""
+    with job_context(job.id):
         if JobStatus(job.status).terminal:
-            return job
+            return
         if job.execution_id not in (None, execution.id):
             log.warning("job.foreign_execution_ignored", extra={"execution_id": execution.id})
-            return job
+            return
         now = utcnow()
-        job.execution_id = execution.id
+        if job.execution_id is None:
+            _attach(job, execution)
         job.orchestrator_state = execution.state
         job.last_checked_at = now
         phase = execution.phase
@@ -217,16 +219,22 @@ def apply_execution(
             transition(job, JobStatus.RUNNING, now)
         else:
             _finish(job, storage, execution, now)
-        return job
+
+
+def _attach(job: Job, execution: Execution) -> None:
+    job.execution_id = execution.id
+    job.orchestrator_state = execution.state
+    job.runs += 1
 
 
 def _finish(job: Job, storage: SharedStorage, execution: Execution, now: datetime) -> None:
+    """Each job ends on its own result file, whatever happened to the rest of its batch."""
     try:
         result: dict[str, Any] | None = storage.read_result(job.id)
         missing = ""
     except ResultUnavailable as exc:
         result, missing = None, str(exc)
-    if execution.phase is Phase.SUCCEEDED and result and result.get("status") == "succeeded":
+    if result and result.get("status") == "succeeded":
         job.detections = list(result.get("detections") or [])
         job.inference_ms = _float_or_none(result.get("inference_ms"))
         job.annotated_path = result.get("annotated_path") or None
@@ -241,18 +249,17 @@ def _finish(job: Job, storage: SharedStorage, execution: Execution, now: datetim
         reason = str(result["error"])  # the detection script's own words are the clearest
     elif execution.phase is Phase.SUCCEEDED:
         reason = f"the execution succeeded but {missing or 'its result reports no success'}"
+    elif job.runs < MAX_RUNS:
+        # The execution ended before reaching this job (crash, timeout, kill): rerun it in
+        # another batch rather than fail it for its neighbours' sake.
+        transition(job, JobStatus.QUEUED, now)
+        log.warning("job.requeued", extra={"reason": execution.reason or execution.state})
+        return
     else:
         reason = execution.reason or f"the orchestrator reported {execution.state}"
     job.error = reason
     transition(job, JobStatus.FAILED, now)
     log.info("job.failed", extra={"reason": reason, "state": execution.state})
-
-
-def _locked(session: Session, job_id: str) -> Job:
-    job = repository.get(session, job_id, for_update=True)
-    if job is None:
-        raise NotFound(f"No job with id {job_id}.", job_id=job_id)
-    return job
 
 
 def _is_uuid(value: str) -> bool:

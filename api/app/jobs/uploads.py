@@ -1,9 +1,7 @@
 """Receive `multipart/form-data` uploads as a stream, straight into temp files.
 
-Starlette's form parser would spool every file completely before our code runs; here the
-byte limit is enforced while the body arrives, the file count as each part starts, and the
-first bytes are sniffed before the rest is stored. Nothing is held whole in memory.
-"""
+Starlette's form parser would spool whole files first; here limits apply as the body arrives,
+and the first bytes are sniffed before the rest is stored. Nothing is held whole in memory."""
 
 from __future__ import annotations
 
@@ -32,21 +30,22 @@ class ReceivedFile:
     original_filename: str | None
     size: int
     sha256: str
+    format: str  # sniffed
 
 
 @dataclass
 class _Part:
     headers: dict[bytes, bytes] = field(default_factory=dict)
-    is_file: bool = False
     filename: str | None = None
     temp: TempUpload | None = None
     size: int = 0
     head: bytes = b""
+    format: str = ""
     digest: hashlib._Hash = field(default_factory=hashlib.sha256)
 
 
 def sanitize_filename(raw: bytes | None) -> str | None:
-    """Keep the client's name for display only: last path segment, printable, bounded."""
+    """The client's name, for display only: last path segment, printable, bounded."""
     if not raw:
         return None
     text = unicodedata.normalize("NFC", raw.decode("utf-8", errors="replace"))
@@ -58,7 +57,7 @@ def sanitize_filename(raw: bytes | None) -> str | None:
 
 
 class UploadReceiver:
-    """Drives python-multipart's push parser over the request body for one request."""
+    """Drives python-multipart's push parser over one request's body."""
 
     def __init__(self, storage: SharedStorage, max_bytes: int, max_files: int) -> None:
         self._storage = storage
@@ -67,8 +66,7 @@ class UploadReceiver:
         self._files: list[ReceivedFile] = []
         self._temps: list[TempUpload] = []
         self._part = _Part()
-        self._header_field = b""
-        self._header_value = b""
+        self._header_field = self._header_value = b""
         self._header_bytes = 0
 
     async def receive(self, content_type: str, body: AsyncIterator[bytes]) -> list[ReceivedFile]:
@@ -95,27 +93,24 @@ class UploadReceiver:
             async for chunk in body:
                 parser.write(chunk)
             parser.finalize()
+            if self._part.temp is not None:  # body ended inside a file part
+                raise BadRequest("The multipart body ended before the last part was complete.")
+            if not self._files:
+                raise NoFiles(f"No file found in the form field '{FILE_FIELD}'.")
         except MultipartParseError as exc:
             self.discard()
             raise BadRequest("The multipart body is malformed.", reason=str(exc)) from None
         except BaseException:
             self.discard()
             raise
-        if self._part.temp is not None:  # body ended inside a file part
-            self.discard()
-            raise BadRequest("The multipart body ended before the last part was complete.")
-        if not self._files:
-            self.discard()
-            raise NoFiles(f"No file found in the form field '{FILE_FIELD}'.")
         return self._files
 
     def discard(self) -> None:
-        """Remove every temp file of this request (used on any failure)."""
+        """Remove this request's temp files (on any failure)."""
         for temp in self._temps:
             temp.discard()
         self._temps.clear()
 
-    # Parser callbacks
     def _on_part_begin(self) -> None:
         self._part = _Part()
         self._header_bytes = 0
@@ -130,18 +125,16 @@ class UploadReceiver:
 
     def _on_header_end(self) -> None:
         self._part.headers[self._header_field.lower()] = self._header_value
-        self._header_field = b""
-        self._header_value = b""
+        self._header_field = self._header_value = b""
 
     def _on_headers_finished(self) -> None:
         _, params = parse_options_header(self._part.headers.get(b"content-disposition", b""))
         if params.get(b"name") != FILE_FIELD.encode() or b"filename" not in params:
-            return  # other form fields are ignored (their data is dropped as it streams)
-        if len(self._files) + 1 > self._max_files:
+            return  # other fields are ignored (their data is dropped as it streams)
+        if len(self._files) >= self._max_files:
             raise TooManyFiles(
                 f"At most {self._max_files} files per request.", max_files=self._max_files
             )
-        self._part.is_file = True
         self._part.filename = sanitize_filename(params.get(b"filename"))
         self._part.temp = self._storage.open_temp()
         self._temps.append(self._part.temp)
@@ -161,7 +154,7 @@ class UploadReceiver:
         if len(part.head) < _SNIFF_BYTES:
             part.head += chunk[: _SNIFF_BYTES - len(part.head)]
             if len(part.head) >= _SNIFF_BYTES:
-                sniff_format(part.head)  # refuse a non-image before storing the rest
+                part.format = sniff_format(part.head)  # refuse a non-image before the rest
         part.digest.update(chunk)
         part.temp.handle.write(chunk)
 
@@ -169,15 +162,13 @@ class UploadReceiver:
         part = self._part
         if part.temp is None:
             return
-        # No fsync here: this runs on the event loop. The file is synced when it is moved
-        # into uploads/, in the worker thread that also commits the job.
+        # No fsync on the event loop: it is synced once moved into uploads/, before commit.
         part.temp.handle.close()
         if part.size == 0:
             raise EmptyFile("An uploaded file is empty.", filename=part.filename)
-        if len(part.head) < _SNIFF_BYTES:
-            sniff_format(part.head)
+        fmt = part.format or sniff_format(part.head)
         self._files.append(
-            ReceivedFile(part.temp.path, part.filename, part.size, part.digest.hexdigest())
+            ReceivedFile(part.temp.path, part.filename, part.size, part.digest.hexdigest(), fmt)
         )
         self._part = _Part()
 

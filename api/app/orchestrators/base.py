@@ -1,6 +1,4 @@
-"""The orchestrator port: what the job pipeline needs from whatever runs inference."""
-
-from __future__ import annotations
+"""The orchestrator port: what the pipeline needs from whatever runs inference."""
 
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,43 +13,27 @@ class Phase(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
-    @property
-    def terminal(self) -> bool:
-        return self in (Phase.SUCCEEDED, Phase.FAILED)
 
-
-# Kestra's execution states (the Local adapter reports in the same vocabulary, so a
-# callback, a poll and a local run all go through one mapping). Unknown states are
-# treated as still running: never finish a job on a state we do not understand.
+# Kestra's states (the Local adapter reports them too). Unknown ones count as running: never
+# finish a job on a state we do not understand.
 _KESTRA_PHASES: dict[str, Phase] = {
-    "CREATED": Phase.PENDING,
-    "QUEUED": Phase.PENDING,
-    "SUBMITTED": Phase.PENDING,
-    "RUNNING": Phase.RUNNING,
-    "PAUSED": Phase.RUNNING,
-    "RESTARTED": Phase.RUNNING,
-    "RETRYING": Phase.RUNNING,
-    "KILLING": Phase.RUNNING,
-    "BREAKPOINT": Phase.RUNNING,
-    "SUCCESS": Phase.SUCCEEDED,
-    "WARNING": Phase.SUCCEEDED,
-    "FAILED": Phase.FAILED,
-    "KILLED": Phase.FAILED,
-    "CANCELLED": Phase.FAILED,
-    "SKIPPED": Phase.FAILED,
-    "RETRIED": Phase.FAILED,
-    "RESUBMITTED": Phase.FAILED,
+    state: phase
+    for phase, states in (
+        (Phase.PENDING, "CREATED QUEUED SUBMITTED"),
+        (Phase.RUNNING, "RUNNING PAUSED RESTARTED RETRYING KILLING BREAKPOINT"),
+        (Phase.SUCCEEDED, "SUCCESS WARNING"),
+        (Phase.FAILED, "FAILED KILLED CANCELLED SKIPPED RETRIED RESUBMITTED"),
+    )
+    for state in states.split()
 }
-
-
-def phase_of(state: str) -> Phase:
-    return _KESTRA_PHASES.get(state.upper(), Phase.RUNNING)
 
 
 @dataclass(frozen=True)
 class Submission:
-    job_id: str
-    image_path: str  # relative to the shared data dir
+    """One execution over a batch of jobs sharing their inference parameters."""
+
+    batch_id: str
+    jobs: tuple[tuple[str, str], ...]  # (job id, image path relative to the shared data dir)
     model: str
     confidence: float
     image_size: int
@@ -61,12 +43,12 @@ class Submission:
 class Execution:
     id: str
     state: str  # the orchestrator's own state name (Kestra vocabulary)
-    job_id: str | None = None
+    batch_id: str | None = None
     reason: str | None = None  # why it failed, in the orchestrator's words
 
     @property
     def phase(self) -> Phase:
-        return phase_of(self.state)
+        return _KESTRA_PHASES.get(self.state.upper(), Phase.RUNNING)
 
 
 class OrchestratorError(Exception):
@@ -74,17 +56,17 @@ class OrchestratorError(Exception):
 
 
 class OrchestratorUnavailable(OrchestratorError):
-    """Transient: cannot connect, timed out, or 5xx. Try again later."""
+    """Transient (cannot connect, timeout, 5xx): try again later."""
 
 
 class OrchestratorRejected(OrchestratorError):
-    """The orchestrator refused the request (4xx). Retrying the same request won't help."""
+    """The orchestrator refused the request (4xx); retrying it won't help."""
 
     def __init__(self, message: str, status_code: int, *, job_fault: bool = False) -> None:
         super().__init__(message)
         self.status_code = status_code
-        # True when the job's own inputs were refused (fail the job); False for our
-        # configuration (bad credentials, missing flow): keep the job queued.
+        # True: the job's own inputs were refused (fail it). False: our configuration is
+        # wrong (bad credentials, missing flow), so keep the job queued.
         self.job_fault = job_fault
 
 
@@ -96,17 +78,14 @@ class Orchestrator(Protocol):
     name: str
 
     def submit(self, submission: Submission) -> Execution:
-        """Start one execution for the job. Not idempotent: call find_by_job first on retries."""
-        ...
+        """Start one execution for the batch. Not idempotent: on retries, find_by_batch first."""
 
-    def find_by_job(self, job_id: str) -> Execution | None:
-        """The execution already started for this job, if any."""
-        ...
+    def find_by_batch(self, batch_id: str) -> Execution | None:
+        """The execution already started for this batch, if any."""
 
     def get(self, execution_id: str) -> Execution: ...
 
     def ping(self) -> None:
         """Raise OrchestratorUnavailable when it cannot take work."""
-        ...
 
     def close(self) -> None: ...

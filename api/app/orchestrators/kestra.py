@@ -1,7 +1,5 @@
 """Kestra adapter: one httpx client for Kestra's REST API (OSS 1.x, tenant `main`)."""
 
-from __future__ import annotations
-
 import logging
 import time
 from typing import Any
@@ -20,7 +18,7 @@ from app.orchestrators.base import (
 
 log = logging.getLogger(__name__)
 
-JOB_LABEL = "job_id"
+BATCH_LABEL = "batch_id"
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 
 
@@ -35,41 +33,29 @@ class KestraOrchestrator:
     name = "kestra"
 
     def __init__(
-        self,
-        settings: Settings,
-        *,
-        retry_attempts: int = 3,
-        retry_backoff_s: float = 0.5,
+        self, settings: Settings, *, retry_attempts: int = 3, retry_backoff_s: float = 0.5
     ) -> None:
         password = settings.kestra_password.get_secret_value() if settings.kestra_password else ""
+        connect_s, read_s = settings.kestra_connect_timeout_s, settings.kestra_read_timeout_s
         self._client = httpx.Client(
             base_url=settings.kestra_url.rstrip("/"),
             auth=httpx.BasicAuth(settings.kestra_username, password),
-            timeout=httpx.Timeout(
-                connect=settings.kestra_connect_timeout_s,
-                read=settings.kestra_read_timeout_s,
-                write=settings.kestra_read_timeout_s,
-                pool=settings.kestra_connect_timeout_s,
-            ),
+            timeout=httpx.Timeout(connect=connect_s, read=read_s, write=read_s, pool=connect_s),
         )
         self._namespace = settings.kestra_namespace
         self._flow_id = settings.kestra_flow_id
         self._attempts = retry_attempts
         self._backoff_s = retry_backoff_s
 
-    # The port
     def submit(self, submission: Submission) -> Execution:
-        """Create an execution labelled with the job id.
-
-        A connect failure is retried directly (nothing reached Kestra). After a timeout or
-        5xx the execution may exist anyway, so the label is looked up before any retry.
-        """
+        """Create an execution labelled with the batch id. A connect failure is just retried
+        (nothing reached Kestra); after a timeout or 5xx it may exist: look its label up first."""
         last: _Transient | None = None
         for attempt in range(self._attempts):
             if attempt:
                 time.sleep(self._backoff_s * attempt)
                 if last is not None and last.maybe_sent:
-                    found = self.find_by_job(submission.job_id)
+                    found = self.find_by_batch(submission.batch_id)
                     if found is not None:
                         return found
             try:
@@ -82,23 +68,19 @@ class KestraOrchestrator:
         assert last is not None
         raise last
 
-    def find_by_job(self, job_id: str) -> Execution | None:
+    def find_by_batch(self, batch_id: str) -> Execution | None:
         params = {
             "filters[namespace][EQUALS]": self._namespace,
             "filters[flowId][EQUALS]": self._flow_id,
-            f"filters[labels][EQUALS][{JOB_LABEL}]": job_id,
+            f"filters[labels][EQUALS][{BATCH_LABEL}]": batch_id,
             "size": "25",
         }
         body = self._with_retries(
             lambda: self._request("GET", "/api/v1/main/executions/search", params=params)
         )
-        executions = [self._parse(item) for item in body.get("results", [])]
-        executions = [e for e in executions if e.job_id == job_id]
-        if not executions:
-            return None
+        found = [e for e in map(self._parse, body.get("results", [])) if e.batch_id == batch_id]
         # Prefer one that is alive or succeeded over a failed duplicate.
-        executions.sort(key=lambda e: e.phase is Phase.FAILED)
-        return executions[0]
+        return min(found, key=lambda e: e.phase is Phase.FAILED, default=None)
 
     def get(self, execution_id: str) -> Execution:
         try:
@@ -121,12 +103,12 @@ class KestraOrchestrator:
     def close(self) -> None:
         self._client.close()
 
-    # HTTP
     def _create(self, submission: Submission) -> Execution:
-        # Kestra takes inputs as multipart/form-data: one plain field per input id.
+        # Kestra takes inputs as multipart/form-data, one plain field per input id; the flow
+        # validates `jobs` (space-separated job_id=image_path pairs).
         fields = {
-            "job_id": submission.job_id,
-            "image_path": submission.image_path,
+            "batch_id": submission.batch_id,
+            "jobs": " ".join(f"{job_id}={path}" for job_id, path in submission.jobs),
             "model": submission.model,
             "confidence": repr(submission.confidence),
             "image_size": str(submission.image_size),
@@ -135,7 +117,7 @@ class KestraOrchestrator:
         body = self._request(
             "POST",
             f"/api/v1/main/executions/{self._namespace}/{self._flow_id}",
-            params={"labels": f"{JOB_LABEL}:{submission.job_id}"},
+            params={"labels": f"{BATCH_LABEL}:{submission.batch_id}"},
             files=files,
         )
         return self._parse(body)
@@ -160,7 +142,7 @@ class KestraOrchestrator:
         return data if isinstance(data, dict) else {}
 
     def _with_retries(self, call: Any) -> dict[str, Any]:
-        """Reads are safe to repeat on transient failures, a bounded number of times."""
+        """Reads are safe to repeat on transient failures, a few times."""
         for attempt in range(self._attempts):
             try:
                 result: dict[str, Any] = call()
@@ -198,13 +180,13 @@ class KestraOrchestrator:
         return Execution(
             id=str(body["id"]),
             state=state,
-            job_id=labels.get(JOB_LABEL),
+            batch_id=labels.get(BATCH_LABEL),
             reason=_failure_reason(body) if state in ("FAILED", "KILLED", "CANCELLED") else None,
         )
 
 
 def _failure_reason(body: dict[str, Any]) -> str:
-    """Kestra's own account of a failure: which task ended how, after how many attempts."""
+    """Kestra's account of a failure: which task ended how, after how many attempts."""
     state = body["state"]["current"]
     parts = []
     for run in body.get("taskRunList") or []:

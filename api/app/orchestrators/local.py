@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from app.config import Settings
-from app.logs import job_context
+from app.logs import batch_context
 from app.orchestrators.base import (
     Execution,
     ExecutionNotFound,
@@ -43,16 +43,14 @@ class LocalOrchestrator:
         self._lock = threading.Lock()
 
     def submit(self, submission: Submission) -> Execution:
-        execution = Execution(
-            id=f"local-{uuid.uuid4().hex}", state="CREATED", job_id=submission.job_id
-        )
+        execution = Execution(f"local-{uuid.uuid4().hex}", "CREATED", submission.batch_id)
         self._set(execution)
         self._pool.submit(self._run, execution, submission)
         return execution
 
-    def find_by_job(self, job_id: str) -> Execution | None:
+    def find_by_batch(self, batch_id: str) -> Execution | None:
         with self._lock:
-            return next((e for e in self._executions.values() if e.job_id == job_id), None)
+            return next((e for e in self._executions.values() if e.batch_id == batch_id), None)
 
     def get(self, execution_id: str) -> Execution:
         with self._lock:
@@ -73,8 +71,8 @@ class LocalOrchestrator:
 
     # The run
     def _run(self, execution: Execution, submission: Submission) -> None:
-        with job_context(submission.job_id):
-            self._set(Execution(execution.id, "RUNNING", submission.job_id))
+        with batch_context(submission.batch_id):
+            self._set(Execution(execution.id, "RUNNING", submission.batch_id))
             self._reporter(self.get(execution.id))
             final = self._execute(execution.id, submission)
             self._set(final)
@@ -87,16 +85,16 @@ class LocalOrchestrator:
             str(self._script),
             "--data-dir",
             str(self._data_dir),
-            "--job-id",
-            submission.job_id,
-            "--image",
-            submission.image_path,
+            "--batch-id",
+            submission.batch_id,
             "--model",
             submission.model,
             "--conf",
             repr(submission.confidence),
             "--imgsz",
             str(submission.image_size),
+            "--jobs",
+            *(f"{job_id}={path}" for job_id, path in submission.jobs),
         ]
         try:
             proc = subprocess.run(
@@ -106,23 +104,23 @@ class LocalOrchestrator:
             return Execution(
                 execution_id,
                 "FAILED",
-                submission.job_id,
+                submission.batch_id,
                 f"the detection script timed out after {self._timeout_s:.0f} s",
             )
         except OSError as exc:
             return Execution(
                 execution_id,
                 "FAILED",
-                submission.job_id,
+                submission.batch_id,
                 f"cannot start the detection script: {exc}",
             )
         if proc.returncode == 0:
-            return Execution(execution_id, "SUCCESS", submission.job_id)
+            return Execution(execution_id, "SUCCESS", submission.batch_id)
         last_line = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return Execution(
             execution_id,
             "FAILED",
-            submission.job_id,
+            submission.batch_id,
             f"the detection script exited {proc.returncode}: {last_line}",
         )
 

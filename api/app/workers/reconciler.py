@@ -1,7 +1,5 @@
 """Finish jobs whose callback never came, by asking the orchestrator directly."""
 
-from __future__ import annotations
-
 import logging
 import time
 from datetime import timedelta
@@ -12,12 +10,13 @@ from app.config import Settings
 from app.db import session_scope
 from app.jobs import repository, service
 from app.logs import job_context
-from app.orchestrators.base import ExecutionNotFound, Orchestrator, OrchestratorError
+from app.orchestrators.base import Execution, ExecutionNotFound, Orchestrator, OrchestratorError
 from app.storage import SharedStorage
 from app.workers.periodic import Worker
 
 log = logging.getLogger(__name__)
 ORPHAN_SWEEP_EVERY_S = 60.0
+PAGE = 100  # stale jobs looked at per round
 
 
 class Reconciler(Worker):
@@ -42,20 +41,26 @@ class Reconciler(Worker):
         now = service.utcnow()
         quiet_since = now - timedelta(seconds=self._settings.reconcile_after_s)
         with session_scope(self._sessions) as session:
-            stale = repository.claim_stale_active(
-                session, quiet_since, self._settings.dispatch_batch_size
-            )
+            stale = repository.claim_stale_active(session, quiet_since, PAGE)
             work = []
             for job in stale:
                 job.last_checked_at = now
-                work.append((job.id, job.execution_id))
-        for job_id, execution_id in work:
+                work.append((job.id, job.execution_id, job.batch_id))
+        asked: dict[tuple[str | None, str | None], Execution | None] = {}
+        for job_id, execution_id, batch_id in work:
             with job_context(job_id):
-                self._reconcile(job_id, execution_id)
+                key = (execution_id, batch_id)
+                if key not in asked:  # one question per execution, not per job
+                    try:
+                        asked[key] = self._ask(execution_id, batch_id)
+                    except OrchestratorError as exc:
+                        log.warning("reconcile.unavailable", extra={"reason": str(exc)})
+                        return 0
+                self._reconcile(job_id, asked[key])
         return 0  # polling is never urgent: wait a full interval between rounds
 
     def _sweep_orphans(self) -> None:
-        """Uploads left without a job by a crash mid-request; once a minute is plenty."""
+        """Remove orphan uploads; once a minute is plenty."""
         if time.monotonic() < self._next_sweep:
             return
         self._next_sweep = time.monotonic() + ORPHAN_SWEEP_EVERY_S
@@ -64,18 +69,15 @@ class Reconciler(Worker):
         if removed:
             log.info("storage.orphan_uploads_removed", extra={"count": removed})
 
-    def _reconcile(self, job_id: str, execution_id: str | None) -> None:
+    def _ask(self, execution_id: str | None, batch_id: str | None) -> Execution | None:
         try:
-            execution = (
-                self._orchestrator.get(execution_id)
-                if execution_id
-                else self._orchestrator.find_by_job(job_id)
-            )
+            if execution_id:
+                return self._orchestrator.get(execution_id)
+            return self._orchestrator.find_by_batch(batch_id) if batch_id else None
         except ExecutionNotFound:
-            execution = None
-        except OrchestratorError as exc:
-            log.warning("reconcile.unavailable", extra={"reason": str(exc)})
-            return
+            return None
+
+    def _reconcile(self, job_id: str, execution: Execution | None) -> None:
         with session_scope(self._sessions) as session:
             if execution is None:
                 service.requeue(session, job_id, "the orchestrator has no record of the execution")

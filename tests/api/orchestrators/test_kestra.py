@@ -18,8 +18,12 @@ from app.orchestrators.kestra import KestraOrchestrator
 from tests.api.conftest import SettingsFactory, kestra_settings
 from tests.support.kestra_standin import KestraStandin
 
-JOB_ID = "6f1c1c9e-8a51-4b8e-9d7e-0c7d7d3f0a11"
-SUBMISSION = Submission(JOB_ID, f"uploads/{JOB_ID}.jpg", "yolo11n.pt", 0.25, 640)
+BATCH_ID = "0e2b7c1a-3f4d-4c8e-9a6b-5d1f2e3c4b5a"
+JOBS = (
+    ("6f1c1c9e-8a51-4b8e-9d7e-0c7d7d3f0a11", "uploads/6f1c1c9e-8a51-4b8e-9d7e-0c7d7d3f0a11.jpg"),
+    ("7a2d2d0f-9b62-4c9f-8e8f-1d8e8e4f1b22", "uploads/7a2d2d0f-9b62-4c9f-8e8f-1d8e8e4f1b22.png"),
+)
+SUBMISSION = Submission(BATCH_ID, JOBS, "yolo11n.pt", 0.25, 640)
 
 
 @pytest.fixture
@@ -31,30 +35,30 @@ def adapter(make_settings: SettingsFactory, kestra: KestraStandin) -> Iterator[K
     orchestrator.close()
 
 
-def test_submit_sends_inputs_as_form_fields_and_the_job_label(
+def test_submit_sends_inputs_as_form_fields_and_the_batch_label(
     adapter: KestraOrchestrator, kestra: KestraStandin
 ) -> None:
     execution = adapter.submit(SUBMISSION)
-    assert execution.job_id == JOB_ID
+    assert execution.batch_id == BATCH_ID
     assert execution.phase is Phase.PENDING
     stored = kestra.state.executions[execution.id]
     assert stored["inputs"] == {
-        "job_id": JOB_ID,
-        "image_path": f"uploads/{JOB_ID}.jpg",
+        "batch_id": BATCH_ID,
+        "jobs": " ".join(f"{job_id}={path}" for job_id, path in JOBS),
         "model": "yolo11n.pt",
         "confidence": 0.25,
         "image_size": 640,
     }
-    assert stored["labels"] == [{"key": "job_id", "value": JOB_ID}]
+    assert stored["labels"] == [{"key": "batch_id", "value": BATCH_ID}]
     (create,) = [r for r in kestra.state.requests if r["method"] == "POST"]
     assert create["path"] == "/api/v1/main/executions/inference/yolo-detect"
-    assert parse_qs(create["query"]) == {"labels": [f"job_id:{JOB_ID}"]}
+    assert parse_qs(create["query"]) == {"labels": [f"batch_id:{BATCH_ID}"]}
 
 
-def test_find_by_job_uses_the_label(adapter: KestraOrchestrator, kestra: KestraStandin) -> None:
-    assert adapter.find_by_job(JOB_ID) is None
+def test_find_by_batch_uses_the_label(adapter: KestraOrchestrator, kestra: KestraStandin) -> None:
+    assert adapter.find_by_batch(BATCH_ID) is None
     execution = adapter.submit(SUBMISSION)
-    found = adapter.find_by_job(JOB_ID)
+    found = adapter.find_by_batch(BATCH_ID)
     assert found is not None
     assert found.id == execution.id
 
@@ -133,7 +137,7 @@ def test_disabled_flow_is_409_rejection(adapter: KestraOrchestrator, kestra: Kes
 def test_invalid_inputs_are_422_and_the_jobs_fault(
     adapter: KestraOrchestrator, kestra: KestraStandin
 ) -> None:
-    bad = Submission(JOB_ID, "../../etc/passwd", "yolo11n.pt", 0.25, 640)
+    bad = Submission(BATCH_ID, ((JOBS[0][0], "../../etc/passwd"),), "yolo11n.pt", 0.25, 640)
     with pytest.raises(OrchestratorRejected) as exc:
         adapter.submit(bad)
     assert exc.value.status_code == 422
@@ -149,7 +153,7 @@ def test_5xx_is_retried_after_looking_the_label_up(
     assert len(kestra.state.executions) == 1
     methods = [(r["method"], r["path"].rsplit("/", 1)[-1]) for r in kestra.state.requests]
     assert methods == [("POST", "yolo-detect"), ("GET", "search"), ("POST", "yolo-detect")]
-    assert execution.job_id == JOB_ID
+    assert execution.batch_id == BATCH_ID
 
 
 def test_created_then_500_is_not_started_twice(

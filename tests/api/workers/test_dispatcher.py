@@ -1,11 +1,14 @@
-"""The dispatcher: queued jobs reach Kestra exactly once, whatever fails in between."""
+"""The dispatcher: queued jobs reach Kestra exactly once, in micro-batches, whatever fails in
+between."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
+from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from app.jobs.models import Job
 from app.jobs.service import utcnow
@@ -26,16 +29,108 @@ def statuses(client: TestClient, ids: list[str]) -> list[str]:
     return [client.get(f"/v1/jobs/{job_id}").json()["status"] for job_id in ids]
 
 
-def test_queued_jobs_are_submitted_with_their_label(
+def jobs_of(execution: dict[str, Any]) -> dict[str, str]:
+    """The flow's `jobs` input: job id -> image path."""
+    pairs = (item.split("=", 1) for item in execution["inputs"]["jobs"].split(" "))
+    return dict(pairs)
+
+
+def executions_with(kestra: KestraStandin, job_id: str) -> list[dict[str, Any]]:
+    return [e for e in kestra.state.executions.values() if job_id in jobs_of(e)]
+
+
+def label(execution: dict[str, Any], key: str) -> str | None:
+    return next((i["value"] for i in execution["labels"] if i["key"] == key), None)
+
+
+def test_queued_jobs_travel_as_one_labelled_batch(
     kestra_client: TestClient, kestra: KestraStandin
 ) -> None:
     ids = upload(kestra_client, 3)
     assert resources_of(kestra_client).dispatcher.run_once() == 3
     assert statuses(kestra_client, ids) == ["submitted"] * 3
-    for job_id in ids:
-        (execution,) = kestra.state.by_job(job_id)
-        assert kestra_client.get(f"/v1/jobs/{job_id}").json()["execution_id"] == execution["id"]
-        assert execution["inputs"]["image_path"].startswith(f"uploads/{job_id}.")
+    (execution,) = kestra.state.executions.values()
+    assert list(jobs_of(execution)) == ids  # in upload order
+    jobs = [kestra_client.get(f"/v1/jobs/{job_id}").json() for job_id in ids]
+    for job in jobs:
+        assert jobs_of(execution)[job["id"]].startswith(f"uploads/{job['id']}.")
+        assert job["execution_id"] == execution["id"]
+        assert job["batch_id"] == execution["inputs"]["batch_id"] == label(execution, "batch_id")
+
+
+def test_a_batch_holds_at_most_batch_max_jobs(
+    make_settings: SettingsFactory, kestra: KestraStandin
+) -> None:
+    settings = make_settings(**kestra_settings(kestra), batch_max_jobs=2)
+    with TestClient(create_app(settings)) as client:
+        ids = upload(client, 3)
+        dispatcher = resources_of(client).dispatcher
+        assert dispatcher.run_once() == 2  # oldest first
+        assert dispatcher.run_once() == 1
+        sizes = sorted(len(jobs_of(e)) for e in kestra.state.executions.values())
+        assert sizes == [1, 2]
+        assert [len(executions_with(kestra, job_id)) for job_id in ids] == [1, 1, 1]
+
+
+def test_jobs_with_different_parameters_travel_apart(
+    kestra_client: TestClient, kestra: KestraStandin
+) -> None:
+    ids = upload(kestra_client, 3)
+    with resources_of(kestra_client).sessions() as session:
+        session.execute(update(Job).where(Job.id == ids[1]).values(confidence=0.6))
+        session.commit()
+    assert resources_of(kestra_client).dispatcher.run_once() == 3
+    by_confidence = {
+        e["inputs"]["confidence"]: sorted(jobs_of(e)) for e in kestra.state.executions.values()
+    }
+    assert by_confidence == {0.25: sorted([ids[0], ids[2]]), 0.6: [ids[1]]}
+
+
+def test_the_window_holds_a_partial_batch_until_its_oldest_job_is_old_enough(
+    make_settings: SettingsFactory, kestra: KestraStandin
+) -> None:
+    settings = make_settings(**kestra_settings(kestra), batch_window_s=60, batch_max_jobs=4)
+    with TestClient(create_app(settings)) as client:
+        dispatcher = resources_of(client).dispatcher
+        first = upload(client)
+        assert dispatcher.run_once() == 0  # held: more may join
+        assert 0 < dispatcher.next_wait_s() <= settings.dispatch_interval_s
+        second = upload(client, 2)
+        assert dispatcher.run_once() == 0
+        with resources_of(client).sessions() as session:  # the oldest job's window is over
+            session.execute(
+                update(Job)
+                .where(Job.id == first[0])
+                .values(created_at=utcnow() - timedelta(seconds=61))
+            )
+            session.commit()
+        assert dispatcher.run_once() == 3
+        (execution,) = kestra.state.executions.values()
+        assert set(jobs_of(execution)) == {*first, *second}
+
+
+def test_the_window_sleep_ends_when_the_oldest_job_is_due(
+    make_settings: SettingsFactory, kestra: KestraStandin
+) -> None:
+    settings = make_settings(
+        **kestra_settings(kestra), batch_window_s=5, dispatch_interval_s=30, batch_max_jobs=4
+    )
+    with TestClient(create_app(settings)) as client:
+        dispatcher = resources_of(client).dispatcher
+        upload(client)
+        assert dispatcher.run_once() == 0
+        # The loop sleeps until the window closes (at most 5 s), not a whole 30 s interval.
+        assert 0 < dispatcher.next_wait_s() <= 5
+
+
+def test_a_full_batch_leaves_without_waiting_for_the_window(
+    make_settings: SettingsFactory, kestra: KestraStandin
+) -> None:
+    settings = make_settings(**kestra_settings(kestra), batch_window_s=60, batch_max_jobs=3)
+    with TestClient(create_app(settings)) as client:
+        ids = upload(client, 3)
+        assert resources_of(client).dispatcher.run_once() == 3
+        assert statuses(client, ids) == ["submitted"] * 3
 
 
 def test_kestra_down_then_up_loses_no_job(kestra_client: TestClient, kestra: KestraStandin) -> None:
@@ -49,7 +144,33 @@ def test_kestra_down_then_up_loses_no_job(kestra_client: TestClient, kestra: Kes
     make_due(kestra_client)
     assert dispatcher.run_once() == 3
     assert statuses(kestra_client, ids) == ["submitted"] * 3
-    assert all(len(kestra.state.by_job(job_id)) == 1 for job_id in ids)
+    assert all(len(executions_with(kestra, job_id)) == 1 for job_id in ids)
+
+
+def test_a_retried_batch_is_resent_whole_under_its_id(
+    make_settings: SettingsFactory, kestra: KestraStandin
+) -> None:
+    settings = make_settings(**kestra_settings(kestra), batch_max_jobs=3)
+    with TestClient(create_app(settings)) as client:
+        kestra.state.faults.fail_next = 1000
+        ids = upload(client, 3)
+        dispatcher = resources_of(client).dispatcher
+        dispatcher.run_once()
+        with resources_of(client).sessions() as session:
+            batch_ids = set(session.scalars(select(Job.batch_id)))
+        assert len(batch_ids) == 1
+        assert None not in batch_ids
+        later = upload(client, 2)  # newer jobs must not join (or split) the earlier batch
+        kestra.state.faults.fail_next = 0
+        make_due(client)
+        assert dispatcher.run_once() == 3  # the earlier batch, whole
+        assert dispatcher.run_once() == 2
+        executions = {
+            label(e, "batch_id"): set(jobs_of(e)) for e in kestra.state.executions.values()
+        }
+        assert executions[batch_ids.pop()] == set(ids)
+        assert set(later) in executions.values()
+        assert statuses(client, ids + later) == ["submitted"] * 5
 
 
 def test_kestra_5xx_keeps_jobs_queued(kestra_client: TestClient, kestra: KestraStandin) -> None:
@@ -61,7 +182,7 @@ def test_kestra_5xx_keeps_jobs_queued(kestra_client: TestClient, kestra: KestraS
     make_due(kestra_client)
     resources_of(kestra_client).dispatcher.run_once()
     assert statuses(kestra_client, ids) == ["submitted"] * 2
-    assert all(len(kestra.state.by_job(job_id)) == 1 for job_id in ids)
+    assert all(len(executions_with(kestra, job_id)) == 1 for job_id in ids)
 
 
 def test_crash_between_commit_and_dispatch_is_sent_after_restart(
@@ -79,22 +200,23 @@ def test_crash_between_commit_and_dispatch_is_sent_after_restart(
 def test_crash_after_submit_adopts_the_execution_instead_of_starting_another(
     kestra_client: TestClient, kestra: KestraStandin
 ) -> None:
-    (job_id,) = upload(kestra_client)
+    ids = upload(kestra_client, 2)
     resources = resources_of(kestra_client)
     # Kestra created the execution, but we died before recording it: the attempt is
-    # counted and the job still queued.
+    # counted, the batch id kept and the jobs still queued.
     kestra.state.faults.create_then_fail = True
     resources.dispatcher.run_once()
-    assert len(kestra.state.by_job(job_id)) == 1
+    assert len(kestra.state.executions) == 1
     with resources.sessions() as session:
         session.execute(
             update(Job).values(status="queued", execution_id=None, next_dispatch_at=utcnow())
         )
         session.commit()
     resources.dispatcher.run_once()
-    (execution,) = kestra.state.by_job(job_id)
-    job = kestra_client.get(f"/v1/jobs/{job_id}").json()
-    assert (job["status"], job["execution_id"]) == ("submitted", execution["id"])
+    (execution,) = kestra.state.executions.values()
+    for job_id in ids:
+        job = kestra_client.get(f"/v1/jobs/{job_id}").json()
+        assert (job["status"], job["execution_id"]) == ("submitted", execution["id"])
 
 
 def test_bad_credentials_keep_jobs_queued(
@@ -108,28 +230,27 @@ def test_bad_credentials_keep_jobs_queued(
     assert job["status"] == "queued"
 
 
-def test_inputs_refused_by_kestra_fail_the_job(
+def test_inputs_refused_by_kestra_fail_the_batch(
     make_settings: SettingsFactory, kestra: KestraStandin
 ) -> None:
     settings = make_settings(**kestra_settings(kestra), model="bad model name; rm -rf /")
     with TestClient(create_app(settings)) as client:
-        (job_id,) = upload(client)
+        ids = upload(client, 2)
         resources_of(client).dispatcher.run_once()
-        job = client.get(f"/v1/jobs/{job_id}").json()
-    assert job["status"] == "failed"
-    assert "422" in job["error"]
+        jobs = [client.get(f"/v1/jobs/{job_id}").json() for job_id in ids]
+    assert [job["status"] for job in jobs] == ["failed"] * 2
+    assert all("422" in job["error"] for job in jobs)
     assert kestra.state.executions == {}
 
 
 def test_background_dispatch_runs_on_upload(
     make_settings: SettingsFactory, kestra: KestraStandin
 ) -> None:
-    import time
-
-    settings = make_settings(**kestra_settings(kestra), workers_enabled=True)
+    settings = make_settings(**kestra_settings(kestra), workers_enabled=True, batch_window_s=0.2)
     with TestClient(create_app(settings)) as client:
         ids = upload(client, 2)
         deadline = time.monotonic() + 10
         while statuses(client, ids) != ["submitted"] * 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert statuses(client, ids) == ["submitted"] * 2
+        assert len(kestra.state.executions) == 1

@@ -10,11 +10,18 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from app.jobs.models import Job
-from app.jobs.service import utcnow
+from app.jobs.service import MAX_RUNS, utcnow
 from tests.api.conftest import resources_of
-from tests.api.test_callbacks import DETECTION, submitted_job
+from tests.api.test_callbacks import DETECTION, submitted_batch
 from tests.api.test_jobs import upload, write_success
+from tests.api.workers.test_dispatcher import executions_with
 from tests.support.kestra_standin import KestraStandin
+
+
+def submitted_job(client: TestClient) -> tuple[str, str]:
+    """One job sent alone: (its id, its execution id)."""
+    (job_id,), _ = submitted_batch(client, 1)
+    return job_id, client.get(f"/v1/jobs/{job_id}").json()["execution_id"]
 
 
 def go_quiet(client: TestClient) -> None:
@@ -43,6 +50,9 @@ def test_kestra_failure_becomes_failed_with_its_reason(
     kestra_client: TestClient, kestra: KestraStandin
 ) -> None:
     job_id, execution_id = submitted_job(kestra_client)
+    with resources_of(kestra_client).sessions() as session:  # its last allowed run
+        session.execute(update(Job).values(runs=MAX_RUNS))
+        session.commit()
     kestra.state.set_state(execution_id, "FAILED", failed_task="detect")
     go_quiet(kestra_client)
     resources_of(kestra_client).reconciler.run_once()
@@ -87,7 +97,7 @@ def test_vanished_execution_is_requeued_and_sent_again(
     resources.reconciler.run_once()
     assert kestra_client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
     resources.dispatcher.run_once()
-    (execution,) = kestra.state.by_job(job_id)
+    (execution,) = executions_with(kestra, job_id)
     job = kestra_client.get(f"/v1/jobs/{job_id}").json()
     assert (job["status"], job["execution_id"]) == ("submitted", execution["id"])
 
@@ -108,3 +118,20 @@ def test_uploads_left_without_a_job_are_swept(kestra_client: TestClient, shared_
     assert not orphan.exists()
     assert young.exists()
     assert kept.exists()
+
+
+def test_one_question_per_execution_finishes_a_whole_batch(
+    kestra_client: TestClient, kestra: KestraStandin, shared_dir: Path
+) -> None:
+    ids, _ = submitted_batch(kestra_client, 3)
+    execution_id = kestra_client.get(f"/v1/jobs/{ids[0]}").json()["execution_id"]
+    for job_id in ids:
+        write_success(shared_dir, job_id, [DETECTION])
+    kestra.state.set_state(execution_id, "SUCCESS")  # the callback was dropped
+    go_quiet(kestra_client)
+    kestra.state.requests.clear()
+    resources_of(kestra_client).reconciler.run_once()
+    asked = [r["path"] for r in kestra.state.requests if r["method"] == "GET"]
+    assert asked == [f"/api/v1/main/executions/{execution_id}"]
+    statuses = {kestra_client.get(f"/v1/jobs/{job_id}").json()["status"] for job_id in ids}
+    assert statuses == {"succeeded"}
