@@ -81,7 +81,15 @@ from tests.docker.dockerutil import (  # noqa: E402
     client,
     secrets_env,
 )
-from tests.e2e.stack import TASK_LABEL, TERMINAL, Scene, Stack, chunks, scenes  # noqa: E402
+from tests.e2e.stack import (  # noqa: E402
+    TASK_LABEL,
+    TERMINAL,
+    Scene,
+    Stack,
+    build_inference_image,
+    chunks,
+    scenes,
+)
 from tests.support.net import free_port  # noqa: E402
 
 FIXTURE_MODEL = ROOT / "tests" / "fixtures" / "model" / "shapes.pt"
@@ -183,16 +191,9 @@ def ensure_images(docker: Docker, inference_image: str, base: str, postgres: str
     if docker.image_exists(inference_image):
         return
     log(f"building {inference_image} with docker/inference/build.sh (minutes, once)")
-    proc = subprocess.run(
-        [str(ROOT / "docker" / "inference" / "build.sh")],
-        env=dict(os.environ, INFERENCE_IMAGE=inference_image),
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"building {inference_image} failed:\n{proc.stderr[-4000:]}")
+    failure = build_inference_image(inference_image)
+    if failure is not None:
+        raise SystemExit(f"building {inference_image} failed:\n{failure}")
 
 
 def make_stack(docker: Docker, model: str, conf: float) -> Stack:

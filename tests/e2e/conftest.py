@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -39,7 +38,7 @@ from tests.docker.dockerutil import (
     require,
     secrets_env,
 )
-from tests.e2e.stack import RECOVERY, Stack, new_project, record
+from tests.e2e.stack import RECOVERY, Stack, build_inference_image, new_project, record
 from tests.support.net import free_port
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -81,15 +80,8 @@ def inference_image(e2e_docker: Docker) -> str:
             or bool(os.environ.get("BASE_IMAGE")),
             "offline/debian:trixie-slim is missing (make offline-images)",
         )
-        proc = subprocess.run(
-            [str(ROOT / "docker" / "inference" / "build.sh")],
-            env=dict(os.environ, INFERENCE_IMAGE=tag),
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=False,
-        )
-        assert proc.returncode == 0, f"building {tag} failed:\n{proc.stderr[-4000:]}"
+        failure = build_inference_image(tag, timeout_s=1800)
+        assert failure is None, f"building {tag} failed:\n{failure}"
     return tag
 
 

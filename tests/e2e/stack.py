@@ -21,6 +21,7 @@ from PIL import Image
 
 from tests.docker.dockerutil import COMPOSE_VARS, ROOT, Docker, compose_env
 from tests.fixtures import synthetic
+from tests.support import kestra_standin
 
 COMPOSE_FILES = [
     ROOT / "docker-compose.yml",
@@ -76,11 +77,22 @@ def scenes(first_seed: int, count: int) -> list[Scene]:
     return out
 
 
+def build_inference_image(tag: str, timeout_s: float = 3600) -> str | None:
+    """Build `tag` with docker/inference/build.sh (minutes); the end of its stderr on failure."""
+    proc = subprocess.run(
+        [str(ROOT / "docker" / "inference" / "build.sh")],
+        env=dict(os.environ, INFERENCE_IMAGE=tag),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    return None if proc.returncode == 0 else proc.stderr[-4000:]
+
+
 def jobs_of(execution: dict[str, Any]) -> list[str]:
-    """The job ids an execution ran, from its `jobs` input (`<job_id>=<image_path>` entries
-    separated by spaces), in order."""
-    jobs = (execution.get("inputs") or {}).get("jobs") or ""
-    return [entry.partition("=")[0] for entry in str(jobs).split()]
+    """The job ids an execution ran, in order."""
+    return list(kestra_standin.jobs_of(execution))
 
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

@@ -15,7 +15,7 @@ from app.jobs.service import utcnow
 from app.main import create_app
 from tests.api.conftest import SettingsFactory, kestra_settings, resources_of
 from tests.api.test_jobs import upload
-from tests.support.kestra_standin import KestraStandin
+from tests.support.kestra_standin import KestraStandin, jobs_of
 
 
 def make_due(client: TestClient) -> None:
@@ -27,16 +27,6 @@ def make_due(client: TestClient) -> None:
 
 def statuses(client: TestClient, ids: list[str]) -> list[str]:
     return [client.get(f"/v1/jobs/{job_id}").json()["status"] for job_id in ids]
-
-
-def jobs_of(execution: dict[str, Any]) -> dict[str, str]:
-    """The flow's `jobs` input: job id -> image path."""
-    pairs = (item.split("=", 1) for item in execution["inputs"]["jobs"].split(" "))
-    return dict(pairs)
-
-
-def executions_with(kestra: KestraStandin, job_id: str) -> list[dict[str, Any]]:
-    return [e for e in kestra.state.executions.values() if job_id in jobs_of(e)]
 
 
 def label(execution: dict[str, Any], key: str) -> str | None:
@@ -69,7 +59,7 @@ def test_a_batch_holds_at_most_batch_max_jobs(
         assert dispatcher.run_once() == 1
         sizes = sorted(len(jobs_of(e)) for e in kestra.state.executions.values())
         assert sizes == [1, 2]
-        assert [len(executions_with(kestra, job_id)) for job_id in ids] == [1, 1, 1]
+        assert [len(kestra.state.by_job(job_id)) for job_id in ids] == [1, 1, 1]
 
 
 def test_jobs_with_different_parameters_travel_apart(
@@ -144,7 +134,7 @@ def test_kestra_down_then_up_loses_no_job(kestra_client: TestClient, kestra: Kes
     make_due(kestra_client)
     assert dispatcher.run_once() == 3
     assert statuses(kestra_client, ids) == ["submitted"] * 3
-    assert all(len(executions_with(kestra, job_id)) == 1 for job_id in ids)
+    assert all(len(kestra.state.by_job(job_id)) == 1 for job_id in ids)
 
 
 def test_a_retried_batch_is_resent_whole_under_its_id(
@@ -182,7 +172,7 @@ def test_kestra_5xx_keeps_jobs_queued(kestra_client: TestClient, kestra: KestraS
     make_due(kestra_client)
     resources_of(kestra_client).dispatcher.run_once()
     assert statuses(kestra_client, ids) == ["submitted"] * 2
-    assert all(len(executions_with(kestra, job_id)) == 1 for job_id in ids)
+    assert all(len(kestra.state.by_job(job_id)) == 1 for job_id in ids)
 
 
 def test_crash_between_commit_and_dispatch_is_sent_after_restart(

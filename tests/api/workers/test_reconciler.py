@@ -14,7 +14,6 @@ from app.jobs.service import MAX_RUNS, utcnow
 from tests.api.conftest import resources_of
 from tests.api.test_callbacks import DETECTION, submitted_batch
 from tests.api.test_jobs import upload, write_success
-from tests.api.workers.test_dispatcher import executions_with
 from tests.support.kestra_standin import KestraStandin
 
 
@@ -97,7 +96,7 @@ def test_vanished_execution_is_requeued_and_sent_again(
     resources.reconciler.run_once()
     assert kestra_client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
     resources.dispatcher.run_once()
-    (execution,) = executions_with(kestra, job_id)
+    (execution,) = kestra.state.by_job(job_id)
     job = kestra_client.get(f"/v1/jobs/{job_id}").json()
     assert (job["status"], job["execution_id"]) == ("submitted", execution["id"])
 
