@@ -22,9 +22,12 @@ $(STAMP): api/pyproject.toml cli/pyproject.toml flows/requirements.txt tests/req
 
 install: $(STAMP) ## Create .venv: the API, the CLI, dev tools, Ultralytics (Local orchestrator)
 
-dev: $(STAMP) ## Run the API on 127.0.0.1:8000 with SQLite and the Local orchestrator (no Docker)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+dev: $(STAMP) ## Run the API on $(HOST):$(PORT) with SQLite, the Local orchestrator and no API keys (no Docker)
 	PYTHONPATH=api $(PY) -m app.bootstrap
-	$(PY) -m uvicorn --app-dir api app.main:app --host 127.0.0.1 --port 8000
+	REQUIRE_API_KEYS=false $(PY) -m uvicorn --app-dir api app.main:app --host $(HOST) --port $(PORT)
 
 lint: $(STAMP) ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .

@@ -328,13 +328,14 @@ def tear_down(stack: Stack, started: bool) -> None:
 
 # --- through the stack ----------------------------------------------------------------------
 async def _post_all(
-    url: str, images: Sequence[Scene], per_request: int, concurrency: int
+    url: str, key: str, images: Sequence[Scene], per_request: int, concurrency: int
 ) -> tuple[list[str], float]:
     """POST the images (concurrently); return the job ids in image order and when the last
     202 came back."""
     gate = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
+    auth = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120, headers=auth) as http:
 
         async def post(batch: Sequence[Scene]) -> list[str]:
             files = [("files", (s.name, s.data, "application/octet-stream")) for s in batch]
@@ -390,7 +391,9 @@ def burst(
 ) -> float | None:
     """One burst through the stack; returns images/s (None when not measurable)."""
     t0 = time.time()
-    ids, acked = asyncio.run(_post_all(stack.api_url, images, per_request, concurrency))
+    ids, acked = asyncio.run(
+        _post_all(stack.api_url, stack.env["ADMIN_API_KEY"], images, per_request, concurrency)
+    )
     if len(set(ids)) != len(images):
         raise BenchError(f"{len(images)} images gave {len(set(ids))} jobs")
     with stack.client(timeout=60) as http:

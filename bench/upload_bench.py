@@ -60,8 +60,12 @@ def jpeg_of_about(target_bytes: int) -> bytes:
         side += 32
 
 
+BENCH_KEY = "yk_bench-" + "0" * 32
+
+
 def upload_request(port: int, payload: bytes) -> bytes:
-    """The whole HTTP request, built once: what `curl -F files=@photo.jpg` sends."""
+    """The whole HTTP request, built once: what `curl -H 'Authorization: Bearer KEY'
+    -F files=@photo.jpg` sends (the bare endpoint ignores the key)."""
     boundary = "bench-4f1d2c"
     body = (
         (
@@ -73,6 +77,7 @@ def upload_request(port: int, payload: bytes) -> bytes:
     )
     head = (
         f"POST /v1/uploads HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {BENCH_KEY}\r\n"
         f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
@@ -213,15 +218,19 @@ def main() -> None:
     cluster.start()
     tmp = Path(tempfile.mkdtemp(prefix="upload-bench-"))
     try:
-        from app.bootstrap import migrate
+        from app.bootstrap import add_admin_key, migrate
+        from app.config import Settings
 
         migrate(cluster.admin_url)
+        add_admin_key(Settings(database_url=cluster.admin_url, admin_api_key=BENCH_KEY))
         postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
         api_env = {
             "DATABASE_URL": cluster.admin_url,
             "SHARED_DATA_DIR": str(tmp / "api"),
             "WORKERS_ENABLED": "false",
             "LOG_LEVEL": "WARNING",
+            # Nothing is dispatched here: every upload stays unfinished.
+            "MAX_UNFINISHED_JOBS_PER_KEY": "100000000",
         }
         bare_env = {"BARE_DATA_DIR": str(tmp / "bare")}
         results: dict[tuple[str, int], list[Run]] = {}

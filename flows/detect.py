@@ -49,6 +49,7 @@ then ``os.replace``; files are 0644):
      "inference_ms": 12.3,
      "detections": [{"class_id": 0, "class_name": "circle", "confidence": 0.9312,
                      "box": {"x1": 10.5, "y1": 20.0, "x2": 110.25, "y2": 120.0}}],
+     "class_names": {"0": "circle", "1": "square", ...},
      "annotated_path": "results/<job_id>.annotated.jpg"}
 
   Boxes are ``result.boxes.xyxy`` in pixels of the original image, rounded
@@ -411,6 +412,9 @@ def detect_image(
         "image": {"path": image_rel, "width": width, "height": height},
         "inference_ms": round(float(inference_ms or 0.0), 2),
         "detections": detections,
+        "class_names": {str(k): str(v) for k, v in names.items()}
+        if isinstance(names, dict)
+        else {},
         "annotated_path": annotated_rel,
     }
 

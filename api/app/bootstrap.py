@@ -7,7 +7,9 @@ import shutil
 from alembic import command
 from alembic.config import Config
 
-from app.config import load_settings
+from app.config import Settings, load_settings
+from app.db import make_engine, make_session_factory, session_scope
+from app.keys import service as keys
 from app.logs import configure_logging
 from app.storage import SharedStorage
 
@@ -21,6 +23,18 @@ def migrate(database_url: str) -> None:
     command.upgrade(config, "head")
 
 
+def add_admin_key(settings: Settings) -> None:
+    """The first key comes from .env (ADMIN_API_KEY); stored as its hash, once."""
+    engine = make_engine(settings)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            raw = settings.admin_api_key.get_secret_value() if settings.admin_api_key else ""
+            if raw and keys.ensure(session, "admin", raw):
+                log.info("bootstrap.admin_key_stored", extra={"key_name": "admin"})
+    finally:
+        engine.dispose()
+
+
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
@@ -28,6 +42,8 @@ def main() -> None:
     storage.prepare()
     migrate(settings.database_url)
     log.info("bootstrap.migrated")
+    if settings.admin_api_key is not None:
+        add_admin_key(settings)
     if settings.detect_script_source is not None:
         # Inference containers run the detection script from the shared volume.
         target = storage.root / "scripts" / "detect.py"

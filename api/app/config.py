@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MIN_ADMIN_KEY_CHARS = 32  # guessable keys are refused at start
+
 
 class OrchestratorKind(StrEnum):
     LOCAL = "local"
@@ -37,6 +39,14 @@ class Settings(BaseSettings):
     # The Bearer token Kestra's afterExecution callback presents.
     callback_token: SecretStr | None = None
 
+    # Every /v1 route but the callback wants `Authorization: Bearer <key>`. Off only in the
+    # no-Docker dev mode on loopback (`make dev`), which says so at start.
+    require_api_keys: bool = True
+    # The first admin key, from .env; bootstrap stores its hash (more: `python -m app.keys`).
+    admin_api_key: SecretStr | None = None
+    # Per key: jobs not yet finished. Past it an upload gets 429 with Retry-After.
+    max_unfinished_jobs_per_key: int = Field(default=1000, ge=1)
+
     # Local orchestrator: the same detection script, as a subprocess.
     local_python: str = Field(default_factory=lambda: sys.executable)
     local_detect_script: Path = Path("flows/detect.py")
@@ -53,6 +63,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_files_per_request: int = 16
+    # A request body that sends nothing for this long is answered 408.
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    # Below this much free space on the shared volume uploads get 507 and /ready says so.
+    min_free_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
 
     workers_enabled: bool = True
     dispatch_interval_s: float = 1.0
@@ -76,6 +90,12 @@ class Settings(BaseSettings):
                     f"{' and '.join(missing)} must be set when ORCHESTRATOR=kestra "
                     "(see .env.example)"
                 )
+        key = self.admin_api_key.get_secret_value() if self.admin_api_key else ""
+        if key and len(key) < MIN_ADMIN_KEY_CHARS:
+            raise ValueError(
+                f"ADMIN_API_KEY must have at least {MIN_ADMIN_KEY_CHARS} characters "
+                "(e.g. openssl rand -hex 32)"
+            )
         return self
 
     @property

@@ -1,5 +1,6 @@
 """Typed errors rendered by one handler as one JSON shape: {"error": {code, message, details}}."""
 
+import errno
 import logging
 from typing import Any
 
@@ -21,6 +22,10 @@ class AppError(Exception):
         self.message = message
         self.details = details
 
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return None
+
 
 class BadRequest(AppError):
     status_code = 400
@@ -35,9 +40,22 @@ class NoFiles(BadRequest):
     code = "no_files"
 
 
+class InvalidIdempotencyKey(BadRequest):
+    code = "invalid_idempotency_key"
+
+
 class Unauthorized(AppError):
     status_code = 401
     code = "unauthorized"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(AppError):
@@ -48,6 +66,10 @@ class NotFound(AppError):
 class PayloadTooLarge(AppError):
     status_code = 413
     code = "file_too_large"
+
+
+class BodyTooLarge(PayloadTooLarge):
+    code = "payload_too_large"
 
 
 class TooManyFiles(PayloadTooLarge):
@@ -72,14 +94,71 @@ class CorruptImage(AppError):
     code = "corrupt_image"
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+class InvalidRequest(AppError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class IdempotencyKeyReused(AppError):
+    status_code = 422
+    code = "idempotency_key_reused"
+
+
+class TooManyJobs(AppError):
+    """A key's cap on unfinished jobs; they finish on their own, so say when to try again."""
+
+    status_code = 429
+    code = "too_many_jobs"
+    retry_after_s = 10
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class Unavailable(AppError):
+    status_code = 503
+    code = "unavailable"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
+
+
+class DatabaseUnavailable(Unavailable):
+    code = "database_unavailable"
+
+
+class OrchestratorDown(Unavailable):
+    code = "orchestrator_unavailable"
+
+
+class InsufficientStorage(AppError):
+    status_code = 507
+    code = "insufficient_storage"
+
+
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+}
+_NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+_DISK_FULL = "The server's storage is full; try again later."
+_INTERNAL = "The server could not complete the request."
 
 
 def error_response(
     status: int, code: str, message: str, details: Any = None, headers: Any = None
 ) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    # Also here: a 500 is sent from outside every middleware.
+    return JSONResponse(body, status_code=status, headers={**_NOSNIFF, **(headers or {})})
+
+
+def _answer(exc: AppError) -> JSONResponse:
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -87,23 +166,35 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("request.failed", extra={"code": exc.code, "reason": exc.message})
-        return error_response(exc.status_code, exc.code, exc.message, exc.details)
+        return _answer(exc)
 
     @app.exception_handler(OperationalError)
     async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
         # A restarting database is a passing condition: say so, and when to try again.
         log.warning("request.database_unavailable", extra={"reason": str(exc.orig)[:200]})
-        message = "The database is unavailable; try again."
-        return error_response(503, "database_unavailable", message, headers={"Retry-After": "5"})
+        return _answer(DatabaseUnavailable("The database is unavailable; try again."))
+
+    @app.exception_handler(OSError)
+    async def _os_error(_: Request, exc: OSError) -> JSONResponse:
+        # A full disk is the one OSError a client can be told about; the rest are ours.
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.error("request.disk_full", extra={"reason": exc.strerror})
+            return _answer(InsufficientStorage(_DISK_FULL))
+        log.exception("request.os_error")
+        return _answer(AppError(_INTERNAL))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
-        message = "The request is not valid."
-        return error_response(422, "invalid_request", message, {"errors": errors})
+        return _answer(InvalidRequest("The request is not valid.", errors=errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         headers = getattr(exc, "headers", None)
         return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the traceback after this answer; the client gets the one shape.
+        return _answer(AppError(_INTERNAL))

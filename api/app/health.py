@@ -5,7 +5,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.deps import ResourcesDep
+from app.deps import Resources, ResourcesDep
 from app.orchestrators.base import OrchestratorError
 
 router = APIRouter(tags=["health"])
@@ -30,7 +30,7 @@ def ready(resources: ResourcesDep) -> JSONResponse:
         checks["database"] = "ok"
     except SQLAlchemyError as exc:
         checks["database"] = f"unreachable: {_first_line(exc)}"
-    checks["storage"] = "ok" if resources.storage.is_writable() else "shared data dir not writable"
+    checks["storage"] = _storage(resources)
     try:
         resources.orchestrator.ping()
         checks["orchestrator"] = "ok"
@@ -40,6 +40,16 @@ def ready(resources: ResourcesDep) -> JSONResponse:
     status = "ready" if ok else "unavailable"
     body = {"status": status, "orchestrator": resources.orchestrator.name, "checks": checks}
     return JSONResponse(body, status_code=200 if ok else 503)
+
+
+def _storage(resources: Resources) -> str:
+    storage, minimum = resources.storage, resources.settings.min_free_bytes
+    if not storage.is_writable():
+        return "shared data dir not writable"
+    free = storage.free_bytes()
+    if free < minimum:
+        return f"nearly full: {free // 2**20} MiB free, uploads need {minimum // 2**20} MiB"
+    return "ok"
 
 
 def _first_line(exc: SQLAlchemyError) -> str:

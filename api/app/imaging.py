@@ -76,8 +76,10 @@ def inspect_image(path: Path, fmt: str, max_pixels: int) -> ImageInfo:
     except Image.DecompressionBombError:
         raise _too_many_pixels(0, 0, max_pixels) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        # Pillow names the file it read: keep server paths out of the answer.
+        reason = str(exc).replace(str(path), path.name)
         raise CorruptImage(
-            f"The {fmt} file is truncated or corrupt and cannot be decoded.", reason=str(exc)
+            f"The {fmt} file is truncated or corrupt and cannot be decoded.", reason=reason
         ) from None
     return ImageInfo(fmt, width, height)
 

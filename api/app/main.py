@@ -13,7 +13,9 @@ from app.deps import Resources
 from app.errors import install_error_handlers
 from app.jobs import routes as job_routes
 from app.jobs import service
+from app.keys import routes as key_routes
 from app.logs import configure_logging
+from app.middleware import HardeningMiddleware
 from app.orchestrators.base import Execution, Orchestrator
 from app.orchestrators.kestra import KestraOrchestrator
 from app.storage import SharedStorage
@@ -30,6 +32,7 @@ TAGS = [
     {"name": "uploads", "description": "Send images; each becomes a job."},
     {"name": "jobs", "description": "Follow jobs: detections, the upload, the annotated image."},
     {"name": "health", "description": "Liveness and readiness probes."},
+    {"name": "keys", "description": "API keys (admin keys only)."},
     {"name": "callbacks", "description": "Called by the Kestra flow, not by people."},
 ]
 
@@ -45,6 +48,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             resources.dispatcher.start()
             resources.reconciler.start()
         log.info("api.started", extra={"orchestrator": conf.orchestrator.value})
+        if not conf.require_api_keys:
+            log.warning(
+                "api.open",
+                extra={
+                    "reason": "REQUIRE_API_KEYS=false: anyone who reaches the port may use "
+                    "every route; keep it on loopback (make dev)"
+                },
+            )
         try:
             yield
         finally:
@@ -62,8 +73,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(HardeningMiddleware)
     app.include_router(health.router)
     app.include_router(job_routes.router)
+    app.include_router(key_routes.router)
     app.include_router(ui.router)
     return app
 

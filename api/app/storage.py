@@ -6,21 +6,22 @@
     results/<job_id>.annotated.jpg  the upload with boxes drawn
 """
 
-import json
 import os
+import shutil
+import stat
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-RESULT_SCHEMA_VERSION = 1
 _SUBDIRS = ("tmp", "uploads", "results", "models")
+MAX_RESULT_BYTES = 8 * 1024 * 1024  # 10,000 detections take ~1.5 MB
 
 
 class ResultUnavailable(Exception):
-    """The result file is missing, unreadable or of an unknown schema."""
+    """The result file is missing, unreadable, too large or not a plain file."""
 
 
 @dataclass
@@ -78,16 +79,35 @@ class SharedStorage:
     def upload_path(job_id: str, extension: str) -> str:
         return f"uploads/{job_id}.{extension}"
 
-    def read_result(self, job_id: str) -> dict[str, Any]:
+    def read_result(self, job_id: str) -> bytes:
+        """The bytes of results/<job_id>.json: a plain file (not a link), bounded in size."""
         try:
-            data = json.loads(self.path(f"results/{job_id}.json").read_text("utf-8"))
+            fd = os.open(self._own("results", f"{job_id}.json"), os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise ResultUnavailable("the inference produced no result file") from None
-        except (OSError, ValueError) as exc:
-            raise ResultUnavailable(f"the result file is unreadable ({exc})") from None
-        if not isinstance(data, dict) or data.get("schema_version") != RESULT_SCHEMA_VERSION:
-            raise ResultUnavailable("the result file has an unknown schema version")
+        except OSError as exc:
+            raise ResultUnavailable(f"the result file cannot be opened ({exc.strerror})") from None
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ResultUnavailable("the result file is not a plain file")
+            data = handle.read(MAX_RESULT_BYTES + 1)
+        if len(data) > MAX_RESULT_BYTES:
+            raise ResultUnavailable(f"the result file is larger than {MAX_RESULT_BYTES} bytes")
         return data
+
+    def served_file(self, relative: str) -> Path | None:
+        """A stored file to send to a client: a plain file where the job's row says, never
+        through a link (which could point at another job's files or the database)."""
+        path = self.path(relative)
+        try:
+            mode = path.lstat().st_mode
+        except OSError:
+            return None
+        unlinked = self.root / relative == path  # no link on the way either
+        return path if stat.S_ISREG(mode) and unlinked else None
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
 
     def remove_job_files(self, relatives: list[str]) -> None:
         for relative in relatives:
@@ -99,6 +119,11 @@ class SharedStorage:
         if not resolved.is_relative_to(self.root):
             raise ValueError(f"path escapes the shared data dir: {relative!r}")
         return resolved
+
+    def _own(self, subdir: str, name: str) -> Path:
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"not a file name: {name!r}")
+        return self.root / subdir / name
 
     def is_writable(self) -> bool:
         return os.access(self.root / "uploads", os.W_OK)

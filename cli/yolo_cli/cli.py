@@ -2,7 +2,11 @@
 
 Exit codes: 0 every file was accepted (and, with --wait, every job succeeded); 1 a file was
 refused or a job failed or did not finish in time; 2 the command could not run (bad
-arguments, no images found, the API unreachable)."""
+arguments, no images found, the API unreachable, no valid API key).
+
+The API key (--api-key, else $YOLO_API_KEY) goes in the Authorization header and nowhere
+else: no message, table or JSON shows it. The options that are not about one command
+(--url, --api-key, --wait, --timeout, --json, --quiet) go before or after the command."""
 
 from __future__ import annotations
 
@@ -14,12 +18,21 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from yolo_cli import __version__
-from yolo_cli.client import TERMINAL, Api, ApiError, Refused, Unreachable
+from yolo_cli.client import (
+    TERMINAL,
+    Api,
+    ApiError,
+    NotAuthorized,
+    Refused,
+    Unreachable,
+    valid_api_key,
+)
 from yolo_cli.output import Progress, Row, render_json, render_table
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 DEFAULT_URL = "http://127.0.0.1:8000"
+KEY_HINT = "pass --api-key KEY or set YOLO_API_KEY"
 
 
 class UsageError(Exception):
@@ -33,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         return command(args)
     except UsageError as exc:
         return _fail(str(exc))
+    except NotAuthorized as exc:
+        if exc.key_sent:
+            return _fail(
+                f"the API at {args.url} did not accept the API key (unknown or revoked); "
+                f"to use another, {KEY_HINT}."
+            )
+        return _fail(f"the API at {args.url} wants an API key; {KEY_HINT}.")
     except Unreachable as exc:
         return _fail(
             f"cannot reach the API at {args.url}: {exc}.\n"
@@ -46,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def upload(args: argparse.Namespace) -> int:
     paths = find_images(args.paths)
-    with Api(args.url) as api:
+    with _api(args) as api:
         rows = send(api, paths, args.batch, _progress(args, "upload", len(paths)))
         if args.wait:
             wait(api, rows, args.timeout, _progress(args, "detect", len(rows)))
@@ -54,7 +74,7 @@ def upload(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    with Api(args.url) as api:
+    with _api(args) as api:
         rows = [_row_of(api, job_id) for job_id in args.job_ids]
         if args.wait:
             wait(api, rows, args.timeout, _progress(args, "detect", len(rows)))
@@ -83,7 +103,10 @@ def find_images(arguments: Iterable[str]) -> list[Path]:
 
 def send(api: Api, paths: list[Path], batch: int, progress: Progress) -> list[Row]:
     """Upload in requests of at most `batch` files. The API refuses a whole request when one
-    file is bad, so a refused request is re-sent file by file to name the culprit."""
+    file is bad, so a refused request is re-sent file by file to name the culprit.
+
+    A 429 (the key's cap on unfinished jobs) is retried by `api.upload` after Retry-After;
+    if it is still refused, nothing more is sent and every file not uploaded says why."""
     rows: list[Row] = []
     chunks = [paths[i : i + batch] for i in range(0, len(paths), batch)]
     while chunks:
@@ -91,11 +114,16 @@ def send(api: Api, paths: list[Path], batch: int, progress: Progress) -> list[Ro
         try:
             jobs = api.upload(chunk)
         except Refused as exc:
-            if len(chunk) > 1 and 400 <= exc.status < 500:
+            message = exc.message
+            if exc.status == 429:  # still, after api.upload's retries: send nothing more
+                chunk += [path for rest in chunks for path in rest]
+                chunks.clear()
+                message += f" (not uploaded: still refused after {api.retries + 1} tries)"
+            elif len(chunk) > 1 and 400 <= exc.status < 500:
                 size = int(exc.details.get("max_files", 1)) if exc.code == "too_many_files" else 1
                 chunks[:0] = [chunk[i : i + size] for i in range(0, len(chunk), size)]
                 continue
-            rows += [Row(str(path), error=exc.message, error_code=exc.code) for path in chunk]
+            rows += [Row(str(path), error=message, error_code=exc.code) for path in chunk]
         else:
             rows += [Row(str(path), job) for path, job in zip(chunk, jobs, strict=True)]
         progress.update(len(rows), _refused_note(rows))
@@ -122,6 +150,18 @@ def wait(api: Api, rows: list[Row], timeout_s: float, progress: Progress) -> Non
             break
         time.sleep(0.5)
     progress.close()
+
+
+def _api(args: argparse.Namespace) -> Api:
+    """The client, with the key of --api-key, else of $YOLO_API_KEY (an empty one: none)."""
+    given = args.api_key if args.api_key is not None else os.environ.get("YOLO_API_KEY", "")
+    key = given.strip()
+    if key and not valid_api_key(key):
+        raise UsageError(  # without the key: it may be a secret that was pasted wrong
+            "the API key has spaces or characters that are not ASCII; check --api-key or "
+            "YOLO_API_KEY"
+        )
+    return Api(args.url, api_key=key or None)
 
 
 def _row_of(api: Api, job_id: str) -> Row:
@@ -158,25 +198,59 @@ def _positive(text: str) -> int:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url",
-        default=os.environ.get("YOLO_API_URL", DEFAULT_URL),
-        help="the API's base URL (default: $YOLO_API_URL or %(default)s)",
-    )
-    common.add_argument("--wait", action="store_true", help="wait until every job has finished")
-    common.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds to wait at most (default: 600)"
-    )
-    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+def _global_options(*, suppress: bool) -> argparse.ArgumentParser:
+    """The options of every command, as a parent parser. The top-level parser gets them with
+    their defaults; each command's parser gets a copy with no defaults (SUPPRESS), so that an
+    option given before the command is not overwritten by the command's default, and one
+    given after it still counts."""
 
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("options of every command (before or after it)")
+    group.add_argument(
+        "--url",
+        default=default(os.environ.get("YOLO_API_URL", DEFAULT_URL)),
+        help=f"the API's base URL (default: $YOLO_API_URL or {DEFAULT_URL})",
+    )
+    group.add_argument(
+        "--api-key",
+        metavar="KEY",
+        default=default(None),  # None: $YOLO_API_KEY, read when the command runs
+        help="the API key, sent as 'Authorization: Bearer KEY' (default: $YOLO_API_KEY, "
+        "which keeps it out of the process list and shell history)",
+    )
+    group.add_argument(
+        "--wait",
+        action="store_true",
+        default=default(False),
+        help="wait until every job has finished",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=default(600.0),
+        help="seconds to wait at most (default: 600)",
+    )
+    group.add_argument(
+        "--json", action="store_true", default=default(False), help="print JSON instead of a table"
+    )
+    group.add_argument(
+        "-q", "--quiet", action="store_true", default=default(False), help="no progress bar"
+    )
+    return options
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _global_options(suppress=True)
     parser = argparse.ArgumentParser(
         prog="yoloctl",
         description="Object detection with the YOLO inference API.",
         epilog="exit status: 0 all accepted (with --wait: all succeeded); 1 a file was refused "
-        "or a job failed or timed out; 2 bad arguments, no images, or the API unreachable",
+        "or a job failed or timed out; 2 bad arguments, no images, the API unreachable, or no "
+        "valid API key",
+        parents=[_global_options(suppress=False)],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")

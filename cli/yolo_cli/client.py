@@ -31,6 +31,16 @@ class Unreachable(ApiError):
     """No HTTP answer at all: connection refused, unknown host, time-out."""
 
 
+class NotAuthorized(ApiError):
+    """401: no API key was sent, or the API does not accept it (unknown or revoked).
+
+    Not a `Refused`: it is about the whole run, not one file or job."""
+
+    def __init__(self, message: str, *, key_sent: bool) -> None:
+        super().__init__(message)
+        self.key_sent = key_sent
+
+
 class Refused(ApiError):
     """An HTTP error answer, with the API's body `{"error": {code, message, details}}`."""
 
@@ -56,22 +66,31 @@ class Refused(ApiError):
 
 
 class Api:
-    """One HTTP client for the whole run; `retries` bounds how often a busy answer is retried."""
+    """One HTTP client for the whole run; `retries` bounds how often a busy answer is retried.
+    `api_key` is sent as `Authorization: Bearer <key>` on every request and shown nowhere:
+    no message or exception of this module holds it."""
 
     def __init__(
         self,
         base_url: str,
         *,
+        api_key: str | None = None,
         retries: int = 4,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        if api_key is not None and not valid_api_key(api_key):
+            raise ValueError("the API key must be visible ASCII characters, without spaces")
         self.base_url = base_url.rstrip("/")
         self.retries = retries
+        self._key_sent = bool(api_key)
+        headers = {"Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(120.0, connect=5.0),
             transport=transport,
-            headers={"Accept": "application/json"},
+            headers=headers,
         )
 
     def __enter__(self) -> Api:
@@ -128,7 +147,15 @@ class Api:
             raise Unreachable(_describe(exc)) from None
         if response.is_success:
             return response.json()
+        if response.status_code == 401:
+            raise NotAuthorized(_refused(response).message, key_sent=self._key_sent)
         raise _refused(response)
+
+
+def valid_api_key(key: str) -> bool:
+    """What an HTTP header can carry as is: visible ASCII, no spaces. (Anything else would
+    fail in httpx or h11, whose messages quote the header, so the key.)"""
+    return bool(key) and all("!" <= char <= "~" for char in key)
 
 
 def _refused(response: httpx.Response) -> Refused:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from app.bootstrap import migrate
+from app.bootstrap import add_admin_key, migrate
 from app.config import Settings
 from app.deps import Resources
+from app.keys import service as keys
 from app.main import create_app
 from tests.conftest import ROOT
 from tests.support.kestra_standin import KestraStandin
@@ -22,6 +24,8 @@ from tests.support.net import free_port
 
 TEMPLATE_DB = "yolo_template"
 CALLBACK_TOKEN = "test-callback-token"
+# The admin key tests' settings carry (as ADMIN_API_KEY in .env would); bootstrap stores it.
+ADMIN_KEY = "yk_test-admin-key-0123456789abcdefghijklmnop"
 _counter = itertools.count()
 
 
@@ -74,6 +78,8 @@ def make_settings(database_url: str, shared_dir: Path) -> SettingsFactory:
             "shared_data_dir": shared_dir,
             "orchestrator": "local",
             "callback_token": CALLBACK_TOKEN,
+            "admin_api_key": ADMIN_KEY,
+            "min_free_bytes": 0,  # the test machine's disk is not the subject
             "local_detect_script": ROOT / "flows" / "detect.py",
             "workers_enabled": False,  # tests step the workers themselves
             "batch_window_s": 0,  # tests that are not about the window don't wait for it
@@ -106,15 +112,37 @@ def kestra_settings(standin: KestraStandin) -> dict[str, Any]:
     }
 
 
+def issue_key(test_client: TestClient, name: str, *, admin: bool = False) -> str:
+    """A new API key (what `python -m app.keys create` does)."""
+    with resources_of(test_client).sessions() as session:
+        _, raw = keys.create(session, name, admin=admin)
+        session.commit()
+    return raw
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@contextmanager
+def keyed_client(settings: Settings, **options: Any) -> Iterator[TestClient]:
+    """A client of a new app that sends a (non-admin) key of its own on every request; the
+    settings' ADMIN_API_KEY is stored first, as bootstrap does."""
+    add_admin_key(settings)
+    with TestClient(create_app(settings), **options) as test_client:
+        test_client.headers.update(bearer(issue_key(test_client, f"tester-{next(_counter)}")))
+        yield test_client
+
+
 @pytest.fixture
 def client(make_settings: SettingsFactory) -> Iterator[TestClient]:
-    with TestClient(create_app(make_settings())) as test_client:
+    with keyed_client(make_settings()) as test_client:
         yield test_client
 
 
 @pytest.fixture
 def kestra_client(make_settings: SettingsFactory, kestra: KestraStandin) -> Iterator[TestClient]:
-    with TestClient(create_app(make_settings(**kestra_settings(kestra)))) as test_client:
+    with keyed_client(make_settings(**kestra_settings(kestra))) as test_client:
         yield test_client
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.api.conftest import SettingsFactory, kestra_settings
+from tests.api.conftest import ADMIN_KEY, SettingsFactory, bearer, kestra_settings
 from tests.support.kestra_standin import KestraStandin
 from tests.support.net import free_port
 
@@ -57,7 +57,7 @@ def test_database_down_during_a_request_is_503_with_retry_after(
 ) -> None:
     url = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nothing"
     with TestClient(create_app(make_settings(database_url=url, db_connect_timeout_s=1))) as client:
-        response = client.get("/v1/jobs")
+        response = client.get("/v1/jobs", headers=bearer(ADMIN_KEY))  # its check needs the db
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert response.json()["error"]["code"] == "database_unavailable"

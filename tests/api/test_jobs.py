@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from tests.api.factories import upload
 from tests.support.images import encode
-
-
-def upload(client: TestClient, count: int = 1, fmt: str = "PNG") -> list[str]:
-    files = [("files", (f"{i}.png", encode(fmt, 40 + i, 30))) for i in range(count)]
-    response = client.post("/v1/uploads", files=files)
-    assert response.status_code == 202
-    return [job["id"] for job in response.json()["jobs"]]
 
 
 def test_get_job_shows_the_queued_job(client: TestClient) -> None:
@@ -96,20 +89,3 @@ def test_openapi_documents_the_surface(client: TestClient) -> None:
     ):
         assert path in spec["paths"], path
     assert json.dumps(spec["paths"]["/v1/uploads"]["post"]["responses"]["413"])
-
-
-def write_result(shared_dir: Path, job_id: str, **fields: object) -> None:
-    """What flows/detect.py leaves on the shared volume (schema v1)."""
-    (shared_dir / "results").mkdir(exist_ok=True)
-    body = {"schema_version": 1, "job_id": job_id, **fields}
-    (shared_dir / "results" / f"{job_id}.json").write_text(json.dumps(body))
-
-
-def write_success(
-    shared_dir: Path, job_id: str, detections: list[dict[str, object]], **fields: object
-) -> None:
-    """A succeeded result with the given detections (other fields defaulted)."""
-    body: dict[str, object] = {"model": "m", "inference_ms": 1.0, "annotated_path": None}
-    write_result(
-        shared_dir, job_id, status="succeeded", detections=detections, **{**body, **fields}
-    )

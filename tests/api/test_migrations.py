@@ -18,4 +18,4 @@ def test_models_and_migrations_do_not_drift(database_url: str) -> None:
     finally:
         engine.dispose()
     assert diff == []
-    assert {"jobs", "alembic_version"} <= tables
+    assert {"jobs", "api_keys", "alembic_version"} <= tables

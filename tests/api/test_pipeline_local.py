@@ -13,8 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.main import create_app
-from tests.api.conftest import SettingsFactory, resources_of
+from tests.api.conftest import SettingsFactory, keyed_client, resources_of
 from tests.conftest import ROOT
 from tests.fixtures.synthetic import CLASS_NAMES, HELD_OUT_SEED_START, match, render_scene
 
@@ -25,7 +24,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def local_client(make_settings: SettingsFactory) -> Iterator[TestClient]:
     settings = make_settings(model=str(MODEL), confidence=0.25, image_size=640)
-    with TestClient(create_app(settings)) as client:
+    with keyed_client(settings) as client:
         yield client
 
 
@@ -92,7 +91,7 @@ def test_a_failing_detection_is_failed_with_a_readable_reason(
 ) -> None:
     settings = make_settings(model=str(ROOT / "no-such-model.pt"))
     image, _ = render_scene(HELD_OUT_SEED_START + 900)
-    with TestClient(create_app(settings)) as client:
+    with keyed_client(settings) as client:
         response = client.post("/v1/uploads", files={"files": ("a.png", png(image))})
         job_id = response.json()["jobs"][0]["id"]
         resources_of(client).dispatcher.run_once()
@@ -112,7 +111,7 @@ def test_dev_mode_sqlite_with_background_workers(
     migrate(url)
     settings = make_settings(database_url=url, model=str(MODEL), workers_enabled=True)
     scenes = [render_scene(HELD_OUT_SEED_START + 700 + k) for k in range(3)]
-    with TestClient(create_app(settings)) as client:
+    with keyed_client(settings) as client:
         response = client.post(
             "/v1/uploads",
             files=[("files", (f"{k}.png", png(img))) for k, (img, _) in enumerate(scenes)],

@@ -10,24 +10,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import app.storage
-from app.jobs import routes
-from app.jobs.models import Job
-from app.main import create_app
-from tests.api.conftest import SettingsFactory, resources_of
+from app.jobs import service
+from tests.api.conftest import SettingsFactory, keyed_client, resources_of
+from tests.api.factories import job_count, stored_files
 from tests.support.images import encode, png_bomb
-
-
-def job_count(client: TestClient) -> int:
-    with resources_of(client).sessions() as session:
-        return session.scalar(select(func.count()).select_from(Job)) or 0
-
-
-def stored_files(shared_dir: Path) -> list[str]:
-    return sorted(str(p.relative_to(shared_dir)) for p in shared_dir.rglob("*") if p.is_file())
 
 
 def multipart(parts: list[tuple[bytes, bytes]], boundary: str = "XyZ") -> tuple[bytes, str]:
@@ -168,7 +157,7 @@ def test_declared_oversized_request_is_refused_before_reading(
         content=data,
         headers={"Content-Type": content_type, "Content-Length": str(10**12)},
     )
-    assert_refused(client, shared_dir, response, 413, "file_too_large")
+    assert_refused(client, shared_dir, response, 413, "payload_too_large")
 
 
 @pytest.mark.parametrize("side", [10_000, 60_000])
@@ -265,7 +254,7 @@ def test_a_failing_fsync_leaves_no_job_and_no_file(
         raise OSError(errno.EIO, "I/O error", str(paths[0]))
 
     monkeypatch.setattr(app.storage, "_fsync", failing)
-    with TestClient(create_app(make_settings()), raise_server_exceptions=False) as client:
+    with keyed_client(make_settings(), raise_server_exceptions=False) as client:
         response = client.post("/v1/uploads", files={"files": ("cat.jpg", encode("JPEG"))})
         assert response.status_code == 500
         assert job_count(client) == 0
@@ -278,13 +267,13 @@ def test_a_retry_racing_the_first_request_gets_its_jobs(
     headers = {"Idempotency-Key": "race-1"}
     first = client.post("/v1/uploads", files={"files": ("a.png", encode("PNG"))}, headers=headers)
     # The retry's lookup ran before the first request committed: its INSERT then conflicts.
-    real, calls = routes._jobs_for_key, []
+    real, calls = service.jobs_for_retry, []
 
-    def stale_first_lookup(resources: Any, key: str) -> Any:
-        calls.append(key)
-        return [] if len(calls) == 1 else real(resources, key)
+    def stale_first_lookup(session: Session, request: service.UploadRequest) -> Any:
+        calls.append(request.idempotency_key)
+        return [] if len(calls) == 1 else real(session, request)
 
-    monkeypatch.setattr(routes, "_jobs_for_key", stale_first_lookup)
+    monkeypatch.setattr(service, "jobs_for_retry", stale_first_lookup)
     second = client.post("/v1/uploads", files={"files": ("a.png", encode("PNG"))}, headers=headers)
     assert first.status_code == second.status_code == 202
     assert [j["id"] for j in second.json()["jobs"]] == [j["id"] for j in first.json()["jobs"]]

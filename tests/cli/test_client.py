@@ -1,13 +1,16 @@
-"""The CLI's HTTP client against a fake transport: retries when busy, and any error answer
-turned into words."""
+"""The CLI's HTTP client against a fake transport: the API key on every request, retries
+when busy, and any error answer turned into words."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import httpx
 import pytest
-from yolo_cli.client import Api, Refused
+from yolo_cli.cli import send
+from yolo_cli.client import Api, NotAuthorized, Refused
+from yolo_cli.output import Progress
 
 BUSY = {"error": {"code": "unavailable", "message": "Too many jobs waiting.", "details": {}}}
 
@@ -50,3 +53,113 @@ def test_an_answer_not_in_the_apis_shape_is_still_words() -> None:
         api.job("j1")
     assert refused.value.code == "http_error"
     assert str(refused.value) == "HTTP 404 Not Found: <html><h1>Not Found</h1></html>"
+
+
+KEY = "yk_client-test-key-0123456789"
+TOO_MANY = {
+    "error": {
+        "code": "too_many_jobs",
+        "message": "This key has 3 unfinished jobs; at most 3 are allowed.",
+        "details": {"unfinished": 3, "max_unfinished": 3},
+    }
+}
+UNAUTHORIZED = {
+    "error": {"code": "unauthorized", "message": "The API key is not valid.", "details": {}}
+}
+
+
+def queued(request: httpx.Request) -> httpx.Response:
+    count = request.content.count(b'name="files"')
+    jobs = [{"id": f"j{n}", "status": "queued"} for n in range(count)]
+    return httpx.Response(202, json={"jobs": jobs})
+
+
+def images(folder: Path, count: int) -> list[Path]:
+    paths = [folder / f"{n}.png" for n in range(count)]
+    for path in paths:
+        path.write_bytes(b"\x89PNG")
+    return paths
+
+
+@pytest.mark.parametrize("key", [KEY, None])
+def test_the_key_goes_in_the_authorization_header_of_every_request(
+    tmp_path: Path, key: str | None
+) -> None:
+    seen: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return queued(request) if request.method == "POST" else httpx.Response(200, json={})
+
+    with Api("http://api.test", api_key=key, transport=httpx.MockTransport(answer)) as api:
+        api.upload(images(tmp_path, 1))
+        api.job("j0")
+    assert seen == [f"Bearer {KEY}" if key else None] * 2
+
+
+@pytest.mark.parametrize("key", [KEY, None])
+def test_a_401_is_not_authorized_whatever_the_call(tmp_path: Path, key: str | None) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json=UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+
+    api = Api("http://api.test", api_key=key, transport=httpx.MockTransport(answer))
+    with api:
+        for call in (lambda: api.upload(images(tmp_path, 1)), lambda: api.job("j1")):
+            with pytest.raises(NotAuthorized) as refused:
+                call()
+            assert not isinstance(refused.value, Refused)  # not one file's or job's problem
+            assert refused.value.key_sent is (key is not None)
+            assert str(refused.value) == "The API key is not valid."
+
+
+@pytest.mark.parametrize("key", [f"{KEY} ", f"{KEY}\n", f"{KEY}é", ""])
+def test_a_key_no_header_can_carry_is_refused_without_being_quoted(key: str) -> None:
+    with pytest.raises(ValueError, match="visible ASCII") as refused:
+        Api("http://api.test", api_key=key)
+    assert KEY not in str(refused.value)
+
+
+def test_too_many_jobs_is_retried_after_retry_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr("yolo_cli.client.time.sleep", sleeps.append)
+    answers = [httpx.Response(429, json=TOO_MANY, headers={"Retry-After": "7"})]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return answers.pop() if answers else queued(request)
+
+    with Api("http://api.test", transport=httpx.MockTransport(answer)) as api:
+        assert api.upload(images(tmp_path, 1)) == [{"id": "j0", "status": "queued"}]
+    assert sleeps == [7.0]
+
+
+def test_still_too_many_jobs_stops_the_upload_and_each_file_left_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("yolo_cli.client.time.sleep", lambda seconds: None)
+    sent: list[tuple[int, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append((request.content.count(b'name="files"'), request.headers["idempotency-key"]))
+        if len(sent) == 1:
+            return queued(request)
+        return httpx.Response(429, json=TOO_MANY, headers={"Retry-After": "10"})
+
+    paths = images(tmp_path, 5)
+    api = Api("http://api.test", retries=2, transport=httpx.MockTransport(answer))
+    with api:
+        rows = send(api, paths, 2, Progress(io.StringIO(), "upload", 5, enabled=False))
+
+    # The first request of 2 files, then the second one 3 times (the same request each time),
+    # and not the third: not file by file either, as for a refused file.
+    assert [count for count, _ in sent] == [2, 2, 2, 2]
+    assert len({key for _, key in sent[1:]}) == 1
+    assert [row.file for row in rows] == [str(path) for path in paths]
+    assert [row.status for row in rows] == ["queued", "queued", "refused", "refused", "refused"]
+    for row in rows[2:]:
+        assert row.error_code == "too_many_jobs"
+        assert row.error == (
+            "This key has 3 unfinished jobs; at most 3 are allowed. "
+            "(not uploaded: still refused after 3 tries)"
+        )

@@ -200,7 +200,8 @@ def tiny_png(width: int = 64, height: int = 48, rgb: Sequence[int] = (200, 30, 3
 # a test gives, never the developer's own.
 COMPOSE_VARS = frozenset({
     "POSTGRES_PASSWORD", "APP_DB_PASSWORD", "KESTRA_DB_PASSWORD", "KESTRA_USERNAME",
-    "KESTRA_PASSWORD", "CALLBACK_TOKEN", "APP_DB_NAME", "APP_DB_USER", "KESTRA_DB_NAME",
+    "KESTRA_PASSWORD", "CALLBACK_TOKEN", "ADMIN_API_KEY", "MAX_UNFINISHED_JOBS_PER_KEY",
+    "APP_DB_NAME", "APP_DB_USER", "KESTRA_DB_NAME",
     "KESTRA_DB_USER", "ORCHESTRATOR", "MODEL", "CONFIDENCE", "BATCH_MAX_JOBS", "BATCH_WINDOW_S",
     "LOG_LEVEL", "BIND_ADDRESS",
     "API_PORT", "KESTRA_PORT", "SHARED_VOLUME_NAME", "API_IMAGE", "PYTHON_BASE_IMAGE",
@@ -217,6 +218,7 @@ def secrets_env() -> dict[str, str]:
         "KESTRA_USERNAME": "admin@example.com",
         "KESTRA_PASSWORD": f"{secrets.token_hex(6)}Aa1",
         "CALLBACK_TOKEN": secrets.token_hex(16),
+        "ADMIN_API_KEY": secrets.token_hex(20),
     }
 
 

@@ -34,7 +34,7 @@ def test_context_is_small(docker: Docker, tmp_path: Path) -> None:
     with tarfile.open(out) as tar:
         files = {m.name: m.size for m in tar.getmembers() if m.isfile()}
     total = sum(files.values())
-    assert total <= 100_000, f"build context is {total} bytes"
+    assert total <= 200_000, f"build context is {total} bytes"  # scripts/build_metrics.py
     names = set(files)
     assert "api/requirements.lock" in names
     assert "api/app/main.py" in names

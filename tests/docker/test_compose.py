@@ -118,6 +118,11 @@ class Stack:
     url: str
     volume: str
 
+    @property
+    def admin(self) -> dict[str, str]:
+        """The admin key .env gave, as a header."""
+        return {"Authorization": f"Bearer {self.env['ADMIN_API_KEY']}"}
+
 
 @pytest.fixture(scope="module")
 def offline_stack(
@@ -199,6 +204,7 @@ def test_upload_is_accepted_and_stored(
     response = httpx.post(
         f"{offline_stack.url}/v1/uploads",
         files=[("files", ("red.png", image, "image/png"))],
+        headers=offline_stack.admin,
         timeout=30,
     )
     assert response.status_code == 202, response.text
@@ -207,7 +213,9 @@ def test_upload_is_accepted_and_stored(
     assert (job["image_width"], job["image_height"]) == (64, 48)
 
     # Served back byte for byte, through the API...
-    served = httpx.get(f"{offline_stack.url}/v1/jobs/{job['id']}/image", timeout=30)
+    served = httpx.get(
+        f"{offline_stack.url}/v1/jobs/{job['id']}/image", headers=offline_stack.admin, timeout=30
+    )
     assert served.status_code == 200
     assert served.content == image
     # ...stored on the shared volume, owned by uid 1000...
@@ -235,6 +243,27 @@ def test_upload_is_accepted_and_stored(
         input=b"SELECT size_bytes, sha256 FROM jobs WHERE id = :'job_id';\n",
     ).stdout.strip()
     assert out == f"{len(image)}|{hashlib.sha256(image).hexdigest()}"
+
+
+def test_keys_are_required_and_made_with_the_command(
+    compose: list[str], docker: Docker, offline_stack: Stack
+) -> None:
+    url, image = offline_stack.url, tiny_png()
+    files = [("files", ("red.png", image, "image/png"))]
+    refused = httpx.post(f"{url}/v1/uploads", files=files, timeout=30)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "unauthorized"
+    # The README's way to give a client its own key.
+    api = compose_ps(compose, docker, offline_stack)["api"]["Name"]
+    made = docker("exec", api, "python", "-m", "app.keys", "create", "alice").stdout
+    alice = {"Authorization": f"Bearer {made.strip().splitlines()[-1]}"}
+    mine = httpx.post(f"{url}/v1/uploads", files=files, headers=alice, timeout=30)
+    assert mine.status_code == 202, mine.text
+    job_id = mine.json()["jobs"][0]["id"]
+    admins = httpx.post(f"{url}/v1/uploads", files=files, headers=offline_stack.admin, timeout=30)
+    theirs = admins.json()["jobs"][0]["id"]
+    assert httpx.get(f"{url}/v1/jobs/{theirs}", headers=alice, timeout=30).status_code == 404
+    assert httpx.get(f"{url}/v1/jobs/{job_id}", headers=offline_stack.admin).status_code == 200
 
 
 def test_databases_are_separated(compose: list[str], docker: Docker, offline_stack: Stack) -> None:

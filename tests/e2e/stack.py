@@ -171,7 +171,9 @@ class Stack:
 
     # --- the API ---------------------------------------------------------------------------
     def client(self, timeout: float = 30) -> httpx.Client:
-        return httpx.Client(base_url=self.api_url, timeout=timeout)
+        """The API with the admin key from the stack's .env (it sees every job)."""
+        auth = {"Authorization": f"Bearer {self.env['ADMIN_API_KEY']}"}
+        return httpx.Client(base_url=self.api_url, timeout=timeout, headers=auth)
 
     def upload(self, batch: Sequence[Scene], key: str | None = None) -> list[dict[str, Any]]:
         headers = {"Idempotency-Key": key} if key else {}

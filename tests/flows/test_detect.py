@@ -47,6 +47,7 @@ TOP_KEYS = {
     "image",
     "inference_ms",
     "detections",
+    "class_names",
     "annotated_path",
 }
 BATCH = "b47c0001-0000-4000-8000-000000000001"
@@ -322,6 +323,8 @@ def test_result_json_matches_schema(runs, data_dir):
         assert isinstance(res["inference_ms"], float)
         assert res["inference_ms"] > 0
         assert res["annotated_path"] == f"results/{run['job']}.annotated.jpg"
+        # The model's classes, so the API can check each detection's class against them.
+        assert res["class_names"] == {str(i): n for i, n in enumerate(synthetic.CLASS_NAMES)}
         assert isinstance(res["detections"], list)
         for det in res["detections"]:
             assert set(det) == {"class_id", "class_name", "confidence", "box"}

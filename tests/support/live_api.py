@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import uvicorn
 
+from app.bootstrap import add_admin_key
 from app.config import Settings
 from app.main import create_app
 from tests.api.conftest import SettingsFactory
@@ -26,7 +27,9 @@ StartApi = Callable[..., str]
 
 @contextmanager
 def serve(settings: Settings) -> Iterator[str]:
-    """Serve the app on a free port until the block ends; yields its base URL."""
+    """Serve the app on a free port until the block ends; yields its base URL. The settings'
+    ADMIN_API_KEY is stored first, as bootstrap does."""
+    add_admin_key(settings)
     port = free_port()
     config = uvicorn.Config(
         create_app(settings),

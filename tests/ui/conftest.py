@@ -5,16 +5,19 @@ or Chromium is missing the tests skip on a developer's machine and fail in CI (C
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
 from tests.api.conftest import (  # noqa: F401 (fixtures)
+    ADMIN_KEY,
     client,
     database_url,
     make_settings,
@@ -30,6 +33,9 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault(
     "YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "ultralytics-config-tests")
 )
+
+# Where the page keeps the API key a person entered (see static/index.html).
+STORED_KEY = "apiKey"
 
 # The flags that keep Chromium off the network it cannot reach here (see the machine notes).
 CHROMIUM_ARGS = [
@@ -71,10 +77,32 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+@contextmanager
+def open_page(browser: Browser, key: str | None) -> Iterator[Page]:
+    """A page in a new browser context; with `key`, the context has it stored already, as if
+    a person had entered it once (kept over reloads; not put back once the page forgets it)."""
     context = browser.new_context(viewport={"width": 1000, "height": 800}, locale="en-GB")
+    if key:
+        store = f"localStorage.setItem('{STORED_KEY}', {json.dumps(key)})"
+        context.add_init_script(
+            "if (location.protocol.startsWith('http') && !sessionStorage.seeded)"
+            f" {{ sessionStorage.seeded = 1; {store} }}"
+        )
     page = context.new_page()
     page.set_default_timeout(15_000)
     yield page
     context.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """The page of someone who entered the admin key before."""
+    with open_page(browser, ADMIN_KEY) as page:
+        yield page
+
+
+@pytest.fixture
+def keyless_page(browser: Browser) -> Iterator[Page]:
+    """The page of someone who never entered a key in this browser."""
+    with open_page(browser, None) as page:
+        yield page

@@ -1,5 +1,6 @@
 """The upload page at `/`, in headless Chromium against a running API with the fixture model:
-what a person sees after choosing images, and what they read when something is wrong."""
+what a person sees after choosing images, and what they read when something is wrong. Most
+tests use `page`, a browser that holds the admin key already; `keyless_page` holds none."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from tests.api.conftest import ADMIN_KEY, bearer
 from tests.conftest import ROOT
 from tests.fixtures.synthetic import (
     CLASS_NAMES,
@@ -23,12 +25,22 @@ from tests.fixtures.synthetic import (
     render_scene,
 )
 from tests.support.live_api import StartApi
+from tests.ui.conftest import STORED_KEY
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
 
 ARTIFACTS = ROOT / "test-artifacts"
 LABEL = re.compile(r"^(circle|square|triangle) (\d{1,3})%$")
+NEEDS_KEY = "This service needs an API key. Enter yours; this browser keeps it."
+NOT_ACCEPTED = "The API key was not accepted: it is wrong or has been revoked. Enter a valid key."
+
+
+def api_jobs(url: str) -> list[dict[str, Any]]:
+    """Every job, as the admin sees them."""
+    response = httpx.get(f"{url}/v1/jobs", headers=bearer(ADMIN_KEY))
+    response.raise_for_status()
+    return response.json()["jobs"]
 
 
 def scene(directory: Path, name: str, seed: int, **size: int) -> list[GroundTruth]:
@@ -71,6 +83,24 @@ def watch_for_errors(page: Page) -> list[str]:
     return errors
 
 
+def watch_api_calls(page: Page) -> list[dict[str, Any]]:
+    """The page's requests to /v1: path, the Authorization header sent, the answer's status."""
+    calls: list[dict[str, Any]] = []
+
+    def answered(response: Any) -> None:
+        path = httpx.URL(response.url).path
+        if path.startswith("/v1/"):
+            auth = response.request.headers.get("authorization")
+            calls.append({"path": path, "auth": auth, "status": response.status})
+
+    page.on("response", answered)
+    return calls
+
+
+def stored_key(page: Page) -> str | None:
+    return page.evaluate(f"localStorage.getItem('{STORED_KEY}')")
+
+
 @pytest.mark.slow
 def test_two_uploads_show_one_labelled_box_per_object(
     page: Page, start_api: StartApi, tmp_path: Path
@@ -89,7 +119,7 @@ def test_two_uploads_show_one_labelled_box_per_object(
     done.nth(1).wait_for(timeout=180_000)
     page.locator("tbody tr", has_text="succeeded").nth(1).wait_for()
     assert page.locator("article").count() == 2
-    jobs = {job["filename"]: job for job in httpx.get(f"{url}/v1/jobs").json()["jobs"]}
+    jobs = {job["filename"]: job for job in api_jobs(url)}
 
     for card in done.all():
         name = card.locator("b").text_content()
@@ -202,6 +232,9 @@ def test_page_is_served_with_a_strict_content_security_policy(client: TestClient
     policy = response.headers["content-security-policy"]
     assert "default-src 'self'" in policy
     assert re.search(r"script-src 'sha256-[A-Za-z0-9+/=]{44}';", policy)
+    assert re.search(r"style-src 'sha256-[A-Za-z0-9+/=]{44}';", policy)
+    assert "img-src 'self' blob:;" in policy  # the pictures, fetched with the key
+    assert "frame-ancestors 'none'" in policy
     assert "unsafe" not in policy
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "/" not in client.get("/openapi.json").json()["paths"]
@@ -223,7 +256,7 @@ def test_dropped_images_are_uploaded(page: Page, start_api: StartApi, tmp_path: 
     card.wait_for()
     assert card.locator("b").text_content() == "dropped.png"
     assert card.locator("span").text_content() == "Waiting…"
-    (job,) = httpx.get(f"{url}/v1/jobs").json()["jobs"]
+    (job,) = api_jobs(url)
     assert job["filename"] == "dropped.png"
 
 
@@ -247,3 +280,117 @@ def test_a_failed_job_shows_its_reason_also_from_the_recent_list(
     row.click()
     failed.wait_for()
     assert failed.locator("p").text_content() == reason
+
+
+@pytest.mark.slow
+def test_the_page_asks_for_a_key_once_and_keeps_it(
+    keyless_page: Page, start_api: StartApi, tmp_path: Path
+) -> None:
+    page, url = keyless_page, start_api()
+    created = httpx.post(f"{url}/v1/keys", headers=bearer(ADMIN_KEY), json={"name": "alice"})
+    assert created.status_code == 201, created.text
+    key = created.json()["key"]
+    truth = scene(tmp_path, "shapes.jpg", 6134)
+    errors, calls = watch_for_errors(page), watch_api_calls(page)
+    page.goto(url)
+
+    form, zone = page.locator("form"), page.locator("label")
+    form.wait_for()
+    assert form.locator("p").text_content() == NEEDS_KEY
+    assert zone.is_hidden()  # nothing to upload with until a key is accepted
+
+    form.locator("input").fill("yk_not-a-key")
+    form.locator("button").click()
+    form.locator("p", has_text=NOT_ACCEPTED).wait_for()
+    assert form.locator("p").text_content() == NOT_ACCEPTED
+    assert zone.is_hidden()
+    assert stored_key(page) is None  # the wrong key is not kept
+    assert page.locator("article").count() == 0
+    assert api_jobs(url) == []
+    assert [c for c in calls if c["path"] == "/v1/uploads"] == []
+    assert calls[-1] == {"path": "/v1/jobs", "auth": "Bearer yk_not-a-key", "status": 401}
+
+    form.locator("input").fill(key)
+    form.locator("input").press("Enter")
+    zone.wait_for()
+    assert form.is_hidden()
+    entered = len(calls)
+    zone.locator("input").set_input_files(tmp_path / "shapes.jpg")
+    done = page.locator("article[data-status=succeeded]")
+    done.wait_for(timeout=180_000)
+    page.locator("tbody tr", has_text="succeeded").wait_for()
+    boxes = drawn_boxes(done)
+    assert done.locator("span").text_content() == f"Done: {len(truth)} object(s)"
+    detections = [(CLASS_NAMES.index(b["class_name"]), b["box"]) for b in boxes]
+    assert match(truth, detections)["ok"], (truth, boxes)
+    later = calls[entered:]
+    assert {c["path"].rsplit("/", 1)[-1] for c in later} >= {"uploads", "image", "jobs"}
+    assert all(c["auth"] == f"Bearer {key}" and c["status"] in (200, 202) for c in later), later
+    assert [job["filename"] for job in api_jobs(url)] == ["shapes.jpg"]
+
+    page.reload()  # a new visit: the key is still there, nothing is asked
+    page.locator("tbody tr", has_text="shapes.jpg").wait_for()
+    assert form.is_hidden()
+    assert zone.is_visible()
+    assert stored_key(page) == key
+
+    page.get_by_role("button", name="Forget the API key").click()  # e.g. to use another one
+    form.locator("p", has_text=NEEDS_KEY).wait_for()
+    assert stored_key(page) is None
+    assert zone.is_hidden()
+    assert errors == []
+
+
+def test_with_keys_off_the_page_never_asks_for_one(
+    keyless_page: Page, start_api: StartApi, tmp_path: Path
+) -> None:
+    page, url = keyless_page, start_api(require_api_keys=False, workers_enabled=False)
+    scene(tmp_path, "a.png", 6104)
+    errors, calls = watch_for_errors(page), watch_api_calls(page)
+    with page.expect_response("**/v1/jobs?limit=20") as listed:
+        page.goto(url)
+    assert listed.value.status == 200
+    page.locator("input[type=file]").set_input_files(tmp_path / "a.png")
+    card = page.locator("article[data-status=queued]")
+    card.wait_for()
+    assert card.locator("b").text_content() == "a.png"
+    assert page.locator("form").is_hidden()
+    assert page.get_by_role("button", name="Forget the API key").is_hidden()  # none to forget
+    assert stored_key(page) is None
+    assert {c["path"] for c in calls} >= {"/v1/jobs", "/v1/uploads"}
+    assert all(c["auth"] is None and c["status"] in (200, 202) for c in calls), calls
+    assert errors == []
+
+
+@pytest.mark.slow
+def test_the_picture_is_fetched_with_the_key_and_shown_from_a_blob_url(
+    page: Page, start_api: StartApi, tmp_path: Path
+) -> None:
+    url = start_api()
+    scene(tmp_path, "a.png", 6121, width=640, height=480)
+    errors, calls = watch_for_errors(page), watch_api_calls(page)
+    page.goto(url)
+    page.locator("input[type=file]").set_input_files(tmp_path / "a.png")
+    done = page.locator("article[data-status=succeeded]")
+    done.wait_for(timeout=180_000)
+
+    (job,) = api_jobs(url)
+    image = f"/v1/jobs/{job['id']}/image"
+    assert httpx.get(url + image).status_code == 401  # why an <img src> cannot load it
+    img = done.locator("img")
+    assert img.get_attribute("src").startswith("blob:")
+    assert img.evaluate("img => img.naturalWidth") == job["image_width"] == 640
+    assert [c for c in calls if c["path"] == image] == [
+        {"path": image, "auth": f"Bearer {ADMIN_KEY}", "status": 200}
+    ]
+    # Shown, then let go: the blob URL is revoked and loads nothing any more.
+    gone = img.evaluate(
+        """img => new Promise((done) => {
+            const probe = new Image();
+            probe.onload = () => done(false);
+            probe.onerror = () => done(true);
+            probe.src = img.src;
+        })"""
+    )
+    assert gone
+    assert errors == []

@@ -44,7 +44,11 @@ class Job(Base):
     confidence: Mapped[float] = mapped_column(Float)
     image_size: Mapped[int] = mapped_column(Integer)
 
+    # The API key that made the job (None: made with keys off); other keys never see it.
+    owner_key_id: Mapped[str | None] = mapped_column(String(36))
+    # Scoped to the owner ("<owner>/<key>"); the fingerprint tells a retry from a reuse.
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     request_index: Mapped[int] = mapped_column(Integer, default=0)
 
     # Orchestrator bookkeeping. Jobs sent together share a batch (one execution).
@@ -77,4 +81,5 @@ class Job(Base):
         ),
         Index("ix_jobs_execution_id", "execution_id"),
         Index("ix_jobs_batch_id", "batch_id"),
+        Index("ix_jobs_owner_key_id_created_at", "owner_key_id", "created_at"),
     )

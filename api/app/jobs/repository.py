@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from app.jobs.models import Job, JobStatus
@@ -30,10 +30,18 @@ def by_idempotency_key(session: Session, key: str) -> Sequence[Job]:
 
 
 def page(
-    session: Session, *, limit: int, status: JobStatus | None, before: tuple[datetime, str] | None
+    session: Session,
+    *,
+    limit: int,
+    status: JobStatus | None,
+    before: tuple[datetime, str] | None,
+    owner: str | None = None,
 ) -> Sequence[Job]:
-    """Newest first; `before` is the (created_at, id) of the previous page's last row."""
+    """Newest first; `before` is the (created_at, id) of the previous page's last row;
+    `owner`: only that key's jobs."""
     stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+    if owner is not None:
+        stmt = stmt.where(Job.owner_key_id == owner)
     if status is not None:
         stmt = stmt.where(Job.status == status)
     if before is not None:
@@ -42,6 +50,12 @@ def page(
             or_(Job.created_at < created_at, (Job.created_at == created_at) & (Job.id < job_id))
         )
     return session.scalars(stmt).all()
+
+
+def count_unfinished(session: Session, owner: str) -> int:
+    unfinished = (JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING)
+    stmt = select(func.count()).where(Job.owner_key_id == owner, Job.status.in_(unfinished))
+    return session.scalar(stmt) or 0
 
 
 def claim_dispatchable(session: Session, now: datetime, limit: int) -> Sequence[Job]:

@@ -1,52 +1,44 @@
-"""HTTP surface for uploads and jobs."""
+"""HTTP surface for uploads, jobs and Kestra's callback."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hmac
-from datetime import datetime
-from typing import Annotated, Any
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from app.deps import Resources, ResourcesDep, SessionDep, get_resources
-from app.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized
+from app.errors import (
+    BadRequest,
+    BodyTooLarge,
+    InsufficientStorage,
+    InvalidIdempotencyKey,
+    InvalidRequest,
+    NotFound,
+    OrchestratorDown,
+    Unauthorized,
+)
 from app.jobs import repository, service
-from app.jobs.models import JobStatus
+from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import CallbackAck, JobOut, JobPage, KestraCallback, UploadAccepted
-from app.jobs.uploads import ReceivedFile, UploadReceiver
-from app.orchestrators.base import Execution
+from app.jobs.uploads import UploadReceiver
+from app.keys.auth import PrincipalDep
+from app.openapi import errors
+from app.orchestrators.base import ExecutionNotFound, OrchestratorError
 
 router = APIRouter()
 
-_MULTIPART_OVERHEAD = 64 * 1024
-
-
-class ErrorInfo(BaseModel):
-    code: str = Field(examples=["unsupported_format"], description="Stable, for programs.")
-    message: str = Field(examples=["GIF images are not supported."], description="For people.")
-    details: dict[str, Any] = Field(examples=[{"detected": "GIF"}])
-
-
-class ErrorOut(BaseModel):
-    """The one shape of every error answer."""
-
-    error: ErrorInfo
-
-
-_CODES = {
-    400: "`empty_file`, `no_files`, `bad_request`",
-    401: "`unauthorized`",
-    404: "`not_found`",
-    413: "`file_too_large`, `too_many_files`, `too_many_pixels`",
-    415: "`not_an_image`, `unsupported_format`",
-}
-
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+CALLBACK_MAX_BYTES = 4096
 
 # The body is read as a stream, not by FastAPI, so its schema is declared here.
 _FILES = {"type": "array", "items": {"type": "string", "format": "binary"}}
@@ -54,11 +46,12 @@ _FORM = {"type": "object", "required": ["files"], "properties": {"files": _FILES
 _UPLOAD_BODY = {
     "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FORM}}}
 }
-
-
-def _errors(*codes: int, invalid: str = "`invalid_request`") -> dict[int | str, dict[str, Any]]:
-    answers = {code: _CODES[code] for code in codes} | {422: invalid}
-    return {code: {"model": ErrorOut, "description": text} for code, text in answers.items()}
+_CALLBACK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": KestraCallback.model_json_schema()}},
+    }
+}
 
 
 @router.post(
@@ -67,69 +60,96 @@ def _errors(*codes: int, invalid: str = "`invalid_request`") -> dict[int | str, 
     response_model=UploadAccepted,
     tags=["uploads"],
     summary="Upload one or more images for detection",
-    responses=_errors(400, 413, 415, invalid="`corrupt_image`, `invalid_request`"),
+    responses=errors(
+        400,
+        408,
+        413,
+        415,
+        429,
+        507,
+        s400="`empty_file`, `no_files`, `bad_request`, `invalid_idempotency_key`",
+        s422="`corrupt_image`, `idempotency_key_reused`, `invalid_request`",
+    ),
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload(
     request: Request,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    owner: PrincipalDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(description=f"1-{MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters."),
+    ] = None,
 ) -> UploadAccepted:
     """Send images in the multipart field `files` (JPEG, PNG or WebP). Each becomes a
     queued job. A request is all or nothing: if any file is refused, nothing is kept.
-    Repeat a request with the same `Idempotency-Key` to get the same jobs back."""
+    Repeat a request with the same `Idempotency-Key` to get the same jobs back; the same key
+    with other files or parameters is refused (422)."""
     resources = get_resources(request)  # not as a dependency: that costs a thread hop
     settings = resources.settings
-    if idempotency_key:
-        existing = await run_in_threadpool(_jobs_for_key, resources, idempotency_key)
-        if existing:
-            return _accepted(response, existing)
-    declared = request.headers.get("content-length", "")
-    limit = settings.max_files_per_request * (settings.max_upload_bytes + _MULTIPART_OVERHEAD)
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The request is larger than {limit} bytes.", max_bytes=limit)
+    key = _checked_idempotency_key(idempotency_key)
+    if resources.storage.free_bytes() < settings.min_free_bytes:
+        raise InsufficientStorage("The server's storage is nearly full; try again later.")
     receiver = UploadReceiver(
         resources.storage, settings.max_upload_bytes, settings.max_files_per_request
     )
     received = await receiver.receive(request.headers.get("content-type", ""), request.stream())
+    params = service.InferenceParams(settings.model, settings.confidence, settings.image_size)
+    accepted = service.UploadRequest(owner, received, params, key)
     try:
-        jobs = await run_in_threadpool(_create, resources, received, idempotency_key)
+        jobs = await run_in_threadpool(_create, resources, accepted)
     finally:
         receiver.discard()  # temp files that were not moved into uploads/
     resources.dispatcher.wake()
-    return _accepted(response, jobs)
+    if len(jobs) == 1:
+        response.headers["Location"] = f"/v1/jobs/{jobs[0].id}"
+    return UploadAccepted(jobs=jobs)
 
 
-def _create(resources: Resources, received: list[ReceivedFile], key: str | None) -> list[JobOut]:
+def _create(resources: Resources, accepted: service.UploadRequest) -> list[JobOut]:
+    """A retry gets its jobs back; otherwise new jobs, committed, or no trace of them."""
     settings = resources.settings
-    params = service.InferenceParams(settings.model, settings.confidence, settings.image_size)
     with resources.sessions() as session:
-        jobs = []
+        if existing := service.jobs_for_retry(session, accepted):
+            return _out(existing)
+        service.check_quota(
+            session, accepted.owner, len(accepted.received), settings.max_unfinished_jobs_per_key
+        )
+        jobs: list[Job] = []
         try:
             jobs = service.create_jobs(
-                session, resources.storage, received, params, key, settings.max_image_pixels
+                session, resources.storage, accepted, settings.max_image_pixels
             )
             session.commit()
         except IntegrityError:
             # A concurrent retry with the same Idempotency-Key won the race: theirs stand.
             session.rollback()
             resources.storage.remove_job_files([job.image_path for job in jobs])
-            return _jobs_for_key(resources, key or "")
+            return _out(service.jobs_for_retry(session, accepted))
         except BaseException:
             resources.storage.remove_job_files([job.image_path for job in jobs])
             raise
-        return [JobOut.of(job) for job in jobs]
+        return _out(jobs)
 
 
-def _jobs_for_key(resources: Resources, key: str) -> list[JobOut]:
-    with resources.sessions() as session:
-        return [JobOut.of(job) for job in repository.by_idempotency_key(session, key)]
+def _out(jobs: list[Job]) -> list[JobOut]:
+    return [JobOut.of(job) for job in jobs]
 
 
-def _accepted(response: Response, jobs: list[JobOut]) -> UploadAccepted:
-    if len(jobs) == 1:
-        response.headers["Location"] = f"/v1/jobs/{jobs[0].id}"
-    return UploadAccepted(jobs=jobs)
+def _checked_idempotency_key(value: str | None) -> str | None:
+    """Visible ASCII only: an empty, blank, non-ASCII (decoded as Latin-1 by HTTP servers)
+    or over-long key would silently match other requests or be stored garbled."""
+    if value is None:
+        return None
+    if not (0 < len(value) <= MAX_IDEMPOTENCY_KEY_CHARS) or not all(
+        "!" <= ch <= "~" for ch in value
+    ):
+        raise InvalidIdempotencyKey(
+            f"An Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII "
+            "characters (no spaces).",
+            max_chars=MAX_IDEMPOTENCY_KEY_CHARS,
+        )
+    return value
 
 
 @router.get(
@@ -137,19 +157,22 @@ def _accepted(response: Response, jobs: list[JobOut]) -> UploadAccepted:
     response_model=JobPage,
     tags=["jobs"],
     summary="List jobs, newest first",
-    responses=_errors(),
+    responses=errors(400, s400="`bad_request`: the cursor is not valid"),
 )
 def list_jobs(
     session: SessionDep,
+    viewer: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     status: JobStatus | None = None,
 ) -> JobPage:
-    """Page through jobs with `limit` and the `next_cursor` of the previous page;
-    optionally only those in one `status`."""
-    jobs = repository.page(session, limit=limit, status=status, before=_decode_cursor(cursor))
+    """Page through this key's jobs (an admin key: everyone's) with `limit` and the
+    `next_cursor` of the previous page; optionally only those in one `status`."""
+    owner = None if viewer.admin else viewer.key_id
+    before = _decode_cursor(cursor)
+    jobs = repository.page(session, limit=limit, status=status, before=before, owner=owner)
     next_cursor = _encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(jobs) == limit else None
-    return JobPage(jobs=[JobOut.of(job) for job in jobs], next_cursor=next_cursor)
+    return JobPage(jobs=_out(list(jobs)), next_cursor=next_cursor)
 
 
 @router.get(
@@ -157,11 +180,11 @@ def list_jobs(
     response_model=JobOut,
     tags=["jobs"],
     summary="One job",
-    responses=_errors(404),
+    responses=errors(404),
 )
-def get_job(job_id: str, session: SessionDep) -> JobOut:
+def get_job(job_id: str, session: SessionDep, viewer: PrincipalDep) -> JobOut:
     """Status, timestamps, the Kestra execution id and, once done, the detections."""
-    return JobOut.of(service.get_job(session, job_id))
+    return JobOut.of(service.get_job(session, job_id, viewer=viewer))
 
 
 @router.get(
@@ -169,12 +192,14 @@ def get_job(job_id: str, session: SessionDep) -> JobOut:
     tags=["jobs"],
     summary="The uploaded image",
     response_class=FileResponse,
-    responses=_errors(404),
+    responses=errors(404),
 )
-def get_image(job_id: str, session: SessionDep, resources: ResourcesDep) -> FileResponse:
-    job = service.get_job(session, job_id)
+def get_image(
+    job_id: str, session: SessionDep, resources: ResourcesDep, viewer: PrincipalDep
+) -> FileResponse:
+    job = service.get_job(session, job_id, viewer=viewer)
     media_type = f"image/{job.image_format.lower()}"  # JPEG, PNG or WEBP
-    return FileResponse(resources.storage.path(job.image_path), media_type=media_type)
+    return FileResponse(_served(resources, job.image_path, job_id), media_type=media_type)
 
 
 @router.get(
@@ -182,18 +207,24 @@ def get_image(job_id: str, session: SessionDep, resources: ResourcesDep) -> File
     tags=["jobs"],
     summary="The image with the detections drawn",
     response_class=FileResponse,
-    responses=_errors(404),
+    responses=errors(404),
 )
-def get_annotated(job_id: str, session: SessionDep, resources: ResourcesDep) -> FileResponse:
-    job = service.get_job(session, job_id)
+def get_annotated(
+    job_id: str, session: SessionDep, resources: ResourcesDep, viewer: PrincipalDep
+) -> FileResponse:
+    job = service.get_job(session, job_id, viewer=viewer)
     if not job.annotated_path:
         raise NotFound(
             f"Job {job_id} has no annotated image (status: {job.status}).", status=job.status
         )
-    path = resources.storage.path(job.annotated_path)
-    if not path.is_file():
-        raise NotFound(f"The annotated image of job {job_id} is missing.")
-    return FileResponse(path, media_type="image/jpeg")
+    return FileResponse(_served(resources, job.annotated_path, job_id), media_type="image/jpeg")
+
+
+def _served(resources: Resources, relative: str, job_id: str) -> Path:
+    path = resources.storage.served_file(relative)
+    if path is None:
+        raise NotFound(f"The file of job {job_id} is missing.")
+    return path
 
 
 @router.post(
@@ -202,21 +233,45 @@ def get_annotated(job_id: str, session: SessionDep, resources: ResourcesDep) -> 
     response_model=CallbackAck,
     tags=["callbacks"],
     summary="Kestra reports an execution's final state",
-    responses=_errors(401, 404),
+    responses=errors(404, 408, 413, s401="`unauthorized`: not the callback token"),
+    openapi_extra=_CALLBACK_BODY,
 )
-def kestra_callback(
-    body: KestraCallback,
-    session: SessionDep,
-    resources: ResourcesDep,
-    authorization: Annotated[str | None, Header()] = None,
-) -> CallbackAck:
+async def kestra_callback(request: Request) -> CallbackAck:
     """Called by the flow's `afterExecution` task with `Authorization: Bearer <CALLBACK_TOKEN>`.
-    Idempotent: the same callback twice changes nothing."""
-    _check_token(resources, authorization)
-    execution = Execution(body.execution_id, body.state, body.batch_id)
-    jobs = service.apply_batch(session, resources.storage, execution)
-    session.commit()
-    return CallbackAck(batch_id=body.batch_id, jobs={job.id: JobStatus(job.status) for job in jobs})
+    A hint, not the truth: the execution's state is asked of the orchestrator before any job
+    changes. Idempotent: the same callback twice changes nothing."""
+    resources = get_resources(request)
+    _check_token(resources, request.headers.get("authorization"))  # before reading the body
+    body = await _callback_body(request)
+    return await run_in_threadpool(_apply_callback, resources, body)
+
+
+async def _callback_body(request: Request) -> KestraCallback:
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > CALLBACK_MAX_BYTES:
+            raise BodyTooLarge(f"A callback body has at most {CALLBACK_MAX_BYTES} bytes.")
+    try:
+        return KestraCallback.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        raise InvalidRequest("The callback body is not valid.", errors=problems) from None
+
+
+def _apply_callback(resources: Resources, body: KestraCallback) -> CallbackAck:
+    try:
+        execution = resources.orchestrator.get(body.execution_id)
+    except ExecutionNotFound:
+        raise NotFound(f"No execution {body.execution_id}.") from None
+    except OrchestratorError as exc:
+        raise OrchestratorDown(f"The orchestrator cannot confirm the execution: {exc}") from None
+    if execution.batch_id != body.batch_id:
+        raise NotFound(f"Execution {body.execution_id} did not run batch {body.batch_id}.")
+    with resources.sessions() as session:
+        jobs = service.apply_batch(session, resources.storage, execution)
+        session.commit()
+        return CallbackAck(batch_id=body.batch_id, jobs={j.id: JobStatus(j.status) for j in jobs})
 
 
 def _check_token(resources: Resources, authorization: str | None) -> None:
@@ -235,10 +290,14 @@ def _encode_cursor(created_at: datetime, job_id: str) -> str:
 
 
 def _decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    """Only what _encode_cursor makes: an aware timestamp and a job id."""
     if not cursor:
         return None
     try:
         created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created), job_id
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        created_at = datetime.fromisoformat(created)
+        if created_at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return created_at.astimezone(UTC), str(uuid.UUID(job_id))
+    except (binascii.Error, ValueError, UnicodeError, OverflowError):
         raise BadRequest("The cursor is not valid.") from None

@@ -91,9 +91,17 @@ class JobPage(BaseModel):
 
 
 class KestraCallback(BaseModel):
-    batch_id: str = Field(max_length=64, description="The execution's `batch_id` input.")
-    execution_id: str = Field(max_length=64)
-    state: str = Field(max_length=32, description="Kestra's final execution state.")
+    model_config = ConfigDict(extra="forbid")
+
+    batch_id: str = Field(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        description="The execution's `batch_id` input.",
+    )
+    # Kestra's ids are short base62 strings; nothing else goes into a URL we call.
+    execution_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    state: str = Field(
+        max_length=32, description="Kestra's final state: a hint, confirmed with Kestra."
+    )
 
 
 class CallbackAck(BaseModel):

@@ -1,20 +1,21 @@
 """Where an upload becomes a job, and the one place a job changes status.
 Nothing here commits: the calling request or worker owns the transaction."""
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.errors import NotFound
+from app.errors import IdempotencyKeyReused, NotFound, TooManyFiles, TooManyJobs
 from app.imaging import SUPPORTED, inspect_image
-from app.jobs import repository
+from app.jobs import repository, results
 from app.jobs.models import Job, JobStatus
 from app.jobs.uploads import ReceivedFile
+from app.keys.service import OPEN, Principal
 from app.logs import job_context
 from app.orchestrators.base import Execution, Phase, Submission
 from app.storage import ResultUnavailable, SharedStorage
@@ -43,18 +44,67 @@ class InferenceParams:
     image_size: int
 
 
+@dataclass(frozen=True)
+class UploadRequest:
+    """One accepted request body: who sent it, its files, and how to recognise a retry."""
+
+    owner: Principal
+    received: Sequence[ReceivedFile]
+    params: InferenceParams
+    idempotency_key: str | None  # as the client sent it (validated)
+
+    @property
+    def scoped_key(self) -> str | None:
+        """Keys are per API key: two clients using the same key never meet."""
+        if self.idempotency_key is None:
+            return None
+        return f"{self.owner.key_id or 'open'}/{self.idempotency_key}"
+
+    @property
+    def fingerprint(self) -> str:
+        """The files' digests and the parameters: a retry has the same, a reuse does not."""
+        parts = [repr(astuple(self.params)), *(item.sha256 for item in self.received)]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def jobs_for_retry(session: Session, request: UploadRequest) -> list[Job]:
+    """The jobs an earlier request with the same Idempotency-Key made, if it was this one."""
+    if request.scoped_key is None:
+        return []
+    jobs = list(repository.by_idempotency_key(session, request.scoped_key))
+    if jobs and jobs[0].request_fingerprint != request.fingerprint:
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was used for a different request (other files or "
+            "parameters); use a new key for a new request."
+        )
+    return jobs
+
+
+def check_quota(session: Session, owner: Principal, adding: int, cap: int) -> None:
+    """At most `cap` unfinished jobs per key (admin keys too). Concurrent requests of one key
+    may pass it together: the cap bounds a backlog, it is not a lock."""
+    if owner.key_id is None:
+        return
+    if adding > cap:  # could never fit: not worth a retry
+        raise TooManyFiles(f"At most {cap} files per request for this key.", max_files=cap)
+    unfinished = repository.count_unfinished(session, owner.key_id)
+    if unfinished + adding > cap:
+        raise TooManyJobs(
+            f"This key has {unfinished} unfinished jobs; at most {cap} are allowed. "
+            "Try again when some have finished.",
+            unfinished=unfinished,
+            max_unfinished=cap,
+        )
+
+
 def create_jobs(
-    session: Session,
-    storage: SharedStorage,
-    received: Sequence[ReceivedFile],
-    params: InferenceParams,
-    idempotency_key: str | None,
-    max_pixels: int,
+    session: Session, storage: SharedStorage, request: UploadRequest, max_pixels: int
 ) -> list[Job]:
     """Validate files and add a queued job for each. Files are placed and fsynced (while being
     decoded) before any row is sent, so a committed job always has its upload and the
     connection is held only for INSERT and COMMIT. On failure the files are removed."""
     now = utcnow()
+    received, params = request.received, request.params
     ids = [str(uuid.uuid4()) for _ in received]
     paths = [storage.upload_path(ids[n], SUPPORTED[r.format]) for n, r in enumerate(received)]
     try:
@@ -78,7 +128,9 @@ def create_jobs(
                     model=params.model,
                     confidence=params.confidence,
                     image_size=params.image_size,
-                    idempotency_key=idempotency_key,
+                    owner_key_id=request.owner.key_id,
+                    idempotency_key=request.scoped_key,
+                    request_fingerprint=request.fingerprint,
                     request_index=index,
                     dispatch_attempts=0,
                     created_at=now,
@@ -108,9 +160,12 @@ def remove_orphan_uploads(session: Session, storage: SharedStorage, age_s: float
     return len(orphans)
 
 
-def get_job(session: Session, job_id: str, *, for_update: bool = False) -> Job:
+def get_job(
+    session: Session, job_id: str, *, for_update: bool = False, viewer: Principal = OPEN
+) -> Job:
+    """The job, or 404: also for a job of another key (its existence is not revealed)."""
     job = repository.get(session, job_id, for_update=for_update) if _is_uuid(job_id) else None
-    if job is None:
+    if job is None or not viewer.sees(job.owner_key_id):
         raise NotFound(f"No job with id {job_id}.", job_id=job_id)
     return job
 
@@ -207,12 +262,15 @@ def _apply(job: Job, storage: SharedStorage, execution: Execution) -> None:
         if job.execution_id not in (None, execution.id):
             log.warning("job.foreign_execution_ignored", extra={"execution_id": execution.id})
             return
+        phase = execution.phase
+        if phase is None:
+            log.warning("job.unknown_state_ignored", extra={"state": execution.state[:32]})
+            return
         now = utcnow()
         if job.execution_id is None:
             _attach(job, execution)
         job.orchestrator_state = execution.state
         job.last_checked_at = now
-        phase = execution.phase
         if phase is Phase.PENDING:
             transition(job, JobStatus.SUBMITTED, now)
         elif phase is Phase.RUNNING:
@@ -229,15 +287,11 @@ def _attach(job: Job, execution: Execution) -> None:
 
 def _finish(job: Job, storage: SharedStorage, execution: Execution, now: datetime) -> None:
     """Each job ends on its own result file, whatever happened to the rest of its batch."""
-    try:
-        result: dict[str, Any] | None = storage.read_result(job.id)
-        missing = ""
-    except ResultUnavailable as exc:
-        result, missing = None, str(exc)
-    if result and result.get("status") == "succeeded":
-        job.detections = list(result.get("detections") or [])
-        job.inference_ms = _float_or_none(result.get("inference_ms"))
-        job.annotated_path = result.get("annotated_path") or None
+    outcome = _outcome(job, storage)
+    if isinstance(outcome, results.Outcome) and outcome.succeeded:
+        job.detections = outcome.detections
+        job.inference_ms = outcome.inference_ms
+        job.annotated_path = outcome.annotated_path
         job.error = None
         transition(job, JobStatus.SUCCEEDED, now)
         log.info(
@@ -245,10 +299,10 @@ def _finish(job: Job, storage: SharedStorage, execution: Execution, now: datetim
             extra={"detections": len(job.detections), "inference_ms": job.inference_ms},
         )
         return
-    if result and result.get("status") == "failed" and result.get("error"):
-        reason = str(result["error"])  # the detection script's own words are the clearest
+    if isinstance(outcome, results.Outcome):
+        reason = outcome.error or "the detection failed"  # the script's own words
     elif execution.phase is Phase.SUCCEEDED:
-        reason = f"the execution succeeded but {missing or 'its result reports no success'}"
+        reason = f"the execution succeeded but {outcome}"
     elif job.runs < MAX_RUNS:
         # The execution ended before reaching this job (crash, timeout, kill): rerun it in
         # another batch rather than fail it for its neighbours' sake.
@@ -262,19 +316,24 @@ def _finish(job: Job, storage: SharedStorage, execution: Execution, now: datetim
     log.info("job.failed", extra={"reason": reason, "state": execution.state})
 
 
+def _outcome(job: Job, storage: SharedStorage) -> results.Outcome | str:
+    """The job's validated result, or in words why this batch left none. A file that is
+    not a valid result of this job fails it: it cannot be told from a forged one."""
+    try:
+        return results.validate(storage.read_result(job.id), job)
+    except (ResultUnavailable, results.StaleResult) as exc:
+        return str(exc)
+    except results.InvalidResult as exc:
+        log.warning("job.result_invalid", extra={"reason": str(exc)})
+        return results.Outcome.failed(f"the result file is invalid: {exc}")
+
+
 def _is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
     except ValueError:
         return False
     return True
-
-
-def _float_or_none(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def backoff(attempts: int, maximum_s: float) -> timedelta:

@@ -14,8 +14,8 @@ class Phase(StrEnum):
     FAILED = "failed"
 
 
-# Kestra's states (the Local adapter reports them too). Unknown ones count as running: never
-# finish a job on a state we do not understand.
+# Kestra's states (the Local adapter reports them too). An unknown one has no phase: it is
+# logged and changes nothing (never finish a job on a state we do not understand).
 _KESTRA_PHASES: dict[str, Phase] = {
     state: phase
     for phase, states in (
@@ -47,8 +47,8 @@ class Execution:
     reason: str | None = None  # why it failed, in the orchestrator's words
 
     @property
-    def phase(self) -> Phase:
-        return _KESTRA_PHASES.get(self.state.upper(), Phase.RUNNING)
+    def phase(self) -> Phase | None:
+        return _KESTRA_PHASES.get(self.state.upper())
 
 
 class OrchestratorError(Exception):

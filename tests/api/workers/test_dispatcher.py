@@ -12,9 +12,8 @@ from sqlalchemy import select, update
 
 from app.jobs.models import Job
 from app.jobs.service import utcnow
-from app.main import create_app
-from tests.api.conftest import SettingsFactory, kestra_settings, resources_of
-from tests.api.test_jobs import upload
+from tests.api.conftest import SettingsFactory, kestra_settings, keyed_client, resources_of
+from tests.api.factories import upload
 from tests.support.kestra_standin import KestraStandin, jobs_of
 
 
@@ -52,7 +51,7 @@ def test_a_batch_holds_at_most_batch_max_jobs(
     make_settings: SettingsFactory, kestra: KestraStandin
 ) -> None:
     settings = make_settings(**kestra_settings(kestra), batch_max_jobs=2)
-    with TestClient(create_app(settings)) as client:
+    with keyed_client(settings) as client:
         ids = upload(client, 3)
         dispatcher = resources_of(client).dispatcher
         assert dispatcher.run_once() == 2  # oldest first
@@ -80,7 +79,7 @@ def test_the_window_holds_a_partial_batch_until_its_oldest_job_is_old_enough(
     make_settings: SettingsFactory, kestra: KestraStandin
 ) -> None:
     settings = make_settings(**kestra_settings(kestra), batch_window_s=60, batch_max_jobs=4)
-    with TestClient(create_app(settings)) as client:
+    with keyed_client(settings) as client:
         dispatcher = resources_of(client).dispatcher
         first = upload(client)
         assert dispatcher.run_once() == 0  # held: more may join
@@ -105,7 +104,7 @@ def test_the_window_sleep_ends_when_the_oldest_job_is_due(
     settings = make_settings(
         **kestra_settings(kestra), batch_window_s=5, dispatch_interval_s=30, batch_max_jobs=4
     )
-    with TestClient(create_app(settings)) as client:
+    with keyed_client(settings) as client:
         dispatcher = resources_of(client).dispatcher
         upload(client)
         assert dispatcher.run_once() == 0
@@ -117,7 +116,7 @@ def test_a_full_batch_leaves_without_waiting_for_the_window(
     make_settings: SettingsFactory, kestra: KestraStandin
 ) -> None:
     settings = make_settings(**kestra_settings(kestra), batch_window_s=60, batch_max_jobs=3)
-    with TestClient(create_app(settings)) as client:
+    with keyed_client(settings) as client:
         ids = upload(client, 3)
         assert resources_of(client).dispatcher.run_once() == 3
         assert statuses(client, ids) == ["submitted"] * 3
@@ -141,7 +140,7 @@ def test_a_retried_batch_is_resent_whole_under_its_id(
     make_settings: SettingsFactory, kestra: KestraStandin
 ) -> None:
     settings = make_settings(**kestra_settings(kestra), batch_max_jobs=3)
-    with TestClient(create_app(settings)) as client:
+    with keyed_client(settings) as client:
         kestra.state.faults.fail_next = 1000
         ids = upload(client, 3)
         dispatcher = resources_of(client).dispatcher
@@ -179,10 +178,11 @@ def test_crash_between_commit_and_dispatch_is_sent_after_restart(
     make_settings: SettingsFactory, kestra: KestraStandin
 ) -> None:
     settings = make_settings(**kestra_settings(kestra))
-    with TestClient(create_app(settings)) as first:
+    with keyed_client(settings) as first:
         ids = upload(first, 2)  # committed, never dispatched: the process "dies" here
     assert kestra.state.executions == {}
-    with TestClient(create_app(settings)) as second:
+    with keyed_client(settings) as second:
+        second.headers.update(first.headers)  # the same client, after the restart
         resources_of(second).dispatcher.run_once()
         assert statuses(second, ids) == ["submitted"] * 2
 
@@ -213,7 +213,7 @@ def test_bad_credentials_keep_jobs_queued(
     make_settings: SettingsFactory, kestra: KestraStandin
 ) -> None:
     settings = make_settings(**{**kestra_settings(kestra), "kestra_password": "Wrong1234"})
-    with TestClient(create_app(settings)) as client:
+    with keyed_client(settings) as client:
         ids = upload(client)
         resources_of(client).dispatcher.run_once()
         job = client.get(f"/v1/jobs/{ids[0]}").json()
@@ -224,7 +224,7 @@ def test_inputs_refused_by_kestra_fail_the_batch(
     make_settings: SettingsFactory, kestra: KestraStandin
 ) -> None:
     settings = make_settings(**kestra_settings(kestra), model="bad model name; rm -rf /")
-    with TestClient(create_app(settings)) as client:
+    with keyed_client(settings) as client:
         ids = upload(client, 2)
         resources_of(client).dispatcher.run_once()
         jobs = [client.get(f"/v1/jobs/{job_id}").json() for job_id in ids]
@@ -237,7 +237,7 @@ def test_background_dispatch_runs_on_upload(
     make_settings: SettingsFactory, kestra: KestraStandin
 ) -> None:
     settings = make_settings(**kestra_settings(kestra), workers_enabled=True, batch_window_s=0.2)
-    with TestClient(create_app(settings)) as client:
+    with keyed_client(settings) as client:
         ids = upload(client, 2)
         deadline = time.monotonic() + 10
         while statuses(client, ids) != ["submitted"] * 2 and time.monotonic() < deadline:

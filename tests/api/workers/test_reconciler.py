@@ -12,8 +12,8 @@ from sqlalchemy import update
 from app.jobs.models import Job
 from app.jobs.service import MAX_RUNS, utcnow
 from tests.api.conftest import resources_of
+from tests.api.factories import upload, write_success
 from tests.api.test_callbacks import DETECTION, submitted_batch
-from tests.api.test_jobs import upload, write_success
 from tests.support.kestra_standin import KestraStandin
 
 
@@ -35,7 +35,7 @@ def test_lost_success_callback_is_recovered(
     kestra_client: TestClient, kestra: KestraStandin, shared_dir: Path
 ) -> None:
     job_id, execution_id = submitted_job(kestra_client)
-    write_success(shared_dir, job_id, [DETECTION])
+    write_success(kestra_client, job_id, [DETECTION])
     kestra.state.set_state(execution_id, "RUNNING")
     kestra.state.set_state(execution_id, "SUCCESS")  # ...and the callback was dropped
     go_quiet(kestra_client)
@@ -125,7 +125,7 @@ def test_one_question_per_execution_finishes_a_whole_batch(
     ids, _ = submitted_batch(kestra_client, 3)
     execution_id = kestra_client.get(f"/v1/jobs/{ids[0]}").json()["execution_id"]
     for job_id in ids:
-        write_success(shared_dir, job_id, [DETECTION])
+        write_success(kestra_client, job_id, [DETECTION])
     kestra.state.set_state(execution_id, "SUCCESS")  # the callback was dropped
     go_quiet(kestra_client)
     kestra.state.requests.clear()

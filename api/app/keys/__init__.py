@@ -1,0 +1,1 @@
+"""API keys: who may call `/v1`, and whose jobs they see."""

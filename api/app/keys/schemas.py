@@ -1,0 +1,37 @@
+"""What the key routes take and return."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.keys.models import ApiKey
+
+
+class KeyIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64, pattern=r"\S", examples=["alice"])
+    admin: bool = Field(default=False, description="May manage keys and see every job.")
+
+
+class KeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    prefix: str = Field(description="The key's first characters, to tell keys apart.")
+    admin: bool
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyOut:
+        return cls.model_validate(key)
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The key itself. Shown this once: only its hash is stored.")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]
