@@ -23,9 +23,11 @@ Command line (the API depends on it exactly)::
 * ``REL_PATH`` is relative to ``DIR`` (e.g. ``uploads/<job_id>.jpg``);
   absolute paths and paths leaving ``DIR`` (``..``, symlinks) fail that job.
 * ``MODEL`` is an absolute path, a path relative to ``DIR`` when that file
-  exists there (e.g. ``models/shapes.pt``), or else it is handed to
-  Ultralytics as given (an Ultralytics model name such as ``yolo11n.pt``,
-  which Ultralytics may download; see ``_resolve_model``).
+  exists there (e.g. ``models/shapes.pt``), or a bare name (``yolo11n.pt``):
+  ``DIR/models/<name>``, else the weights the image ships under that name;
+  Ultralytics downloads it only with ``YOLO_ALLOW_DOWNLOAD=true`` (see
+  ``_resolve_model``). ``--seed NAME`` copies the image's weights of that name
+  to ``DIR/models/`` (once) and exits.
 * The model is loaded once per run; each prediction is exactly
   ``model.predict(image, conf=CONF, imgsz=IMGSZ, verbose=False)`` with
   ``model = YOLO(MODEL)``: no other non-default argument, so calling
@@ -52,13 +54,20 @@ then ``os.replace``; files are 0644):
      "class_names": {"0": "circle", "1": "square", ...},
      "annotated_path": "results/<job_id>.annotated.jpg"}
 
-  Boxes are ``result.boxes.xyxy`` in pixels of the original image, rounded
-  to 2 decimals; confidence to 4 decimals; detections in the order
-  Ultralytics returns them (highest confidence first). ``inference_ms`` is
+  Boxes are ``result.boxes.xyxy`` in pixels of the image as OpenCV decodes
+  it for Ultralytics (see "One frame" below), rounded to 2 decimals;
+  confidence to 4 decimals; detections in the order Ultralytics returns them
+  (highest confidence first). ``inference_ms`` is
   Ultralytics' own ``result.speed["inference"]``.
 * ``DIR/results/<job_id>.annotated.jpg``: ``result.plot()`` (boxes, class
   names, confidences) as JPEG. Plotting uses OpenCV text for ASCII class
   names, so no font is downloaded.
+* One frame for all of it: OpenCV applies the EXIF orientation of JPEG, PNG
+  and WebP files when it decodes them, so ``image.width``/``image.height``
+  (``result.orig_shape``), the boxes and the annotated image are those of the
+  image turned upright (a phone photo stored sideways with orientation 6 or 8
+  has width and height swapped against its stored pixels); the API reports
+  the same size for the upload (api/app/imaging.py).
 * A failed job gets ``{"schema_version": 1, "job_id": ..., "batch_id": ...,
   "status": "failed", "error": "<one readable sentence>"}`` at the same JSON
   path (and no annotated image); the sentence is also printed to stderr.
@@ -94,6 +103,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -108,6 +118,8 @@ from typing import Any
 SCHEMA_VERSION = 1
 RESULTS_DIR = "results"
 MODELS_DIR = "models"
+# Where the official ultralytics/ultralytics images keep their default weights (their WORKDIR).
+OFFICIAL_IMAGE_WORKDIR = Path("/ultralytics")
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -261,11 +273,19 @@ def _resolve_image(data_dir: Path, rel: str) -> Path:
 
 
 def _check_decodable(path: Path, rel: str) -> None:
-    """Fail readably on files OpenCV (Ultralytics' image reader) cannot decode."""
+    """Fail readably on files OpenCV cannot decode the way Ultralytics' image reader does.
+
+    For JPEG, PNG and WebP ``ultralytics.utils.patches.imread`` is
+    ``cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)``: the same call here
+    (without importing ultralytics, so a batch of bad images never loads it). IMREAD_COLOR
+    applies the file's EXIF orientation, as prediction will.
+    """
     import cv2
+    import numpy as np
 
     try:
-        probe = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        data = np.fromfile(str(path), np.uint8)
+        probe = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     except Exception:
         probe = None
     if probe is None or probe.size == 0:
@@ -279,10 +299,10 @@ def _resolve_model(data_dir: Path, model: str) -> str:
     * relative path that exists below the data dir: that file;
     * other path with a directory part: must exist relative to the current
       directory, else it is an error (never sent to Ultralytics' downloader);
-    * bare name (``yolo11n.pt``): ``DATA_DIR/models/<name>`` if present (a
-      cache), else handed to Ultralytics as given, which looks in the current
-      directory and may download it there (see ``main``: the current
-      directory is then switched to a writable models cache).
+    * bare name (``yolo11n.pt``): ``DATA_DIR/models/<name>`` if present, else the
+      weights the inference image ships under that name (``shipped_weights``);
+      only when ``YOLO_ALLOW_DOWNLOAD=true`` is it handed to Ultralytics as given,
+      which may download it (into a writable models cache, see ``load_model``).
     """
     if not model.strip():
         raise DetectError("The model name is empty.")
@@ -301,7 +321,29 @@ def _resolve_model(data_dir: Path, model: str) -> str:
     cached = data_dir / MODELS_DIR / p
     if cached.is_file():
         return str(cached.resolve())
-    return model
+    shipped = shipped_weights(model)
+    if shipped is not None:
+        return str(shipped)
+    if os.environ.get("YOLO_ALLOW_DOWNLOAD", "").lower() in ("1", "true", "yes"):
+        return model
+    raise DetectError(
+        f"The model {model} is neither on the shared volume (models/{model}) nor in the "
+        "inference image. Add it with `yoloctl models push` (PUT /v1/models/NAME), or set "
+        "ALLOW_MODEL_DOWNLOAD=true to let Ultralytics download it."
+    )
+
+
+def shipped_weights(name: str) -> Path | None:
+    """The weights file the inference image ships as ``name``, if any: beside the installed
+    ultralytics package (the official images install it from /ultralytics, where their
+    Dockerfiles ADD the default weights), else in the official images' WORKDIR. Finding the
+    package does not import it."""
+    spec = importlib.util.find_spec("ultralytics")
+    roots = [Path(spec.origin).resolve().parents[1]] if spec and spec.origin else []
+    for root in (*roots, OFFICIAL_IMAGE_WORKDIR):
+        if (root / name).is_file():
+            return (root / name).resolve()
+    return None
 
 
 def _download_dir(data_dir: Path) -> Path | None:
@@ -394,6 +436,11 @@ def detect_image(
 
     annotated_rel = f"{RESULTS_DIR}/{job_id}.annotated.jpg"
     plotted = r.plot()  # BGR numpy array; OpenCV text for ASCII names (no font download)
+    if tuple(plotted.shape[:2]) != (height, width):  # never seen: the one-frame contract
+        raise DetectError(
+            f"The annotated image is {plotted.shape[1]}x{plotted.shape[0]}, "
+            f"not the {width}x{height} of {image_rel}."
+        )
     ok, buf = cv2.imencode(".jpg", plotted, [int(cv2.IMWRITE_JPEG_QUALITY), 90])
     if not ok:
         raise DetectError("The annotated image could not be encoded as JPEG.")
@@ -586,7 +633,31 @@ def run(args: argparse.Namespace, out) -> int:
     return 0
 
 
+def seed(argv: list[str]) -> int:
+    """``detect.py --seed NAME --data-dir DIR``: copy the weights the image ships as NAME to
+    ``DIR/models/NAME`` unless a file is there already (compose runs it once, before Kestra
+    runs any task, in the inference image). Nothing to copy is not an error."""
+    p = argparse.ArgumentParser(prog="detect.py --seed")
+    p.add_argument("--seed", required=True, metavar="NAME")
+    p.add_argument("--data-dir", required=True, type=Path)
+    args = p.parse_args(argv)
+    name = Path(args.seed).name
+    target = args.data_dir / MODELS_DIR / name
+    shipped = shipped_weights(name)
+    if target.is_file():
+        print(f"models/{name} is on the shared volume already", file=sys.stderr)
+    elif shipped is None:
+        print(f"the image ships no {name}: push a model (yoloctl models push)", file=sys.stderr)
+    else:
+        _atomic_write(target, shipped.read_bytes())
+        print(f"copied {shipped} to models/{name}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--seed" in argv:
+        return seed(argv)
     args = parse_args(argv)  # exits 2 on bad usage
     _prepare_environment()
     # Keep stdout for the single Kestra outputs line: while Ultralytics is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -10,6 +11,25 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_ADMIN_KEY_CHARS = 32  # guessable keys are refused at start
+
+
+def kestra_credentials_problem(username: str, password: str) -> str | None:
+    """Kestra 1.3's own rules for basic auth (BasicAuthService): it refuses others, and then
+    answers every call with 401 for good."""
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", username):
+        return "KESTRA_USERNAME must be an email address"
+    rules = (
+        8 <= len(password) <= 256,
+        any(c.islower() for c in password),
+        any(c.isupper() for c in password),
+        any(c.isdigit() for c in password),
+    )
+    if not all(rules):
+        return (
+            "KESTRA_PASSWORD must have 8 to 256 characters with a lower-case letter, "
+            "an upper-case letter and a digit"
+        )
+    return None
 
 
 class OrchestratorKind(StrEnum):
@@ -36,6 +56,9 @@ class Settings(BaseSettings):
     kestra_flow_id: str = "yolo-detect"
     kestra_connect_timeout_s: float = 3.0
     kestra_read_timeout_s: float = 10.0
+    # After a create whose answer was lost, how long its execution may stay invisible to
+    # search (Kestra creates asynchronously) before the batch is sent again.
+    kestra_visibility_grace_s: float = Field(default=10.0, ge=0.0)
     # The Bearer token Kestra's afterExecution callback presents.
     callback_token: SecretStr | None = None
 
@@ -57,10 +80,15 @@ class Settings(BaseSettings):
 
     # Passed to the flow
     model: str = "yolo11n.pt"
+    # A bare model name found neither in models/ nor in the inference image is downloaded by
+    # Ultralytics only if this is on (Local orchestrator; compose passes it to the flow).
+    allow_model_download: bool = False
     confidence: float = Field(default=0.25, ge=0.0, le=1.0)
     image_size: int = Field(default=640, ge=32, le=4096)
 
     max_upload_bytes: int = 20 * 1024 * 1024
+    # A model's weights (PUT /v1/models/{name}), enforced while the body streams in.
+    max_model_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     max_image_pixels: int = 40_000_000
     max_files_per_request: int = 16
     # A request body that sends nothing for this long is answered 408.
@@ -90,6 +118,9 @@ class Settings(BaseSettings):
                     f"{' and '.join(missing)} must be set when ORCHESTRATOR=kestra "
                     "(see .env.example)"
                 )
+            password = self.kestra_password.get_secret_value() if self.kestra_password else ""
+            if problem := kestra_credentials_problem(self.kestra_username, password):
+                raise ValueError(f"{problem}: Kestra would refuse every call (401)")
         key = self.admin_api_key.get_secret_value() if self.admin_api_key else ""
         if key and len(key) < MIN_ADMIN_KEY_CHARS:
             raise ValueError(

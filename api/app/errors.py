@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ class InvalidIdempotencyKey(BadRequest):
     code = "invalid_idempotency_key"
 
 
+class InvalidModelName(BadRequest):
+    code = "invalid_model_name"
+
+
 class Unauthorized(AppError):
     status_code = 401
     code = "unauthorized"
@@ -61,6 +66,21 @@ class Forbidden(AppError):
 class NotFound(AppError):
     status_code = 404
     code = "not_found"
+
+
+class Conflict(AppError):
+    status_code = 409
+    code = "conflict"
+
+
+class NameTaken(Conflict):
+    code = "name_taken"
+
+
+class ModelInUse(Conflict):
+    """Unfinished jobs would load other weights than the digest they recorded, or none."""
+
+    code = "model_in_use"
 
 
 class PayloadTooLarge(AppError):
@@ -89,6 +109,10 @@ class NotAnImage(UnsupportedMediaType):
     code = "not_an_image"
 
 
+class NotAModel(UnsupportedMediaType):
+    code = "not_a_model"
+
+
 class CorruptImage(AppError):
     status_code = 422
     code = "corrupt_image"
@@ -97,6 +121,10 @@ class CorruptImage(AppError):
 class InvalidRequest(AppError):
     status_code = 422
     code = "invalid_request"
+
+
+class UnknownModel(InvalidRequest):
+    code = "unknown_model"
 
 
 class IdempotencyKeyReused(AppError):
@@ -189,12 +217,28 @@ def install_error_handlers(app: FastAPI) -> None:
         return _answer(InvalidRequest("The request is not valid.", errors=errors))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
         return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         # Starlette logs the traceback after this answer; the client gets the one shape.
         return _answer(AppError(_INTERNAL))
+
+
+def _allowed_methods(request: Request) -> str:
+    """Starlette's 405 names the methods of the first route on the path only; a path served by
+    a route per method (GET and POST /v1/keys) allows them all, and HEAD wherever GET is (the
+    hardening middleware answers it)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))

@@ -16,6 +16,7 @@ from app.jobs import service
 from app.keys import routes as key_routes
 from app.logs import configure_logging
 from app.middleware import HardeningMiddleware
+from app.models import routes as model_routes
 from app.orchestrators.base import Execution, Orchestrator
 from app.orchestrators.kestra import KestraOrchestrator
 from app.storage import SharedStorage
@@ -33,6 +34,7 @@ TAGS = [
     {"name": "jobs", "description": "Follow jobs: detections, the upload, the annotated image."},
     {"name": "health", "description": "Liveness and readiness probes."},
     {"name": "keys", "description": "API keys (admin keys only)."},
+    {"name": "models", "description": "Model weights on the shared volume, chosen per upload."},
     {"name": "callbacks", "description": "Called by the Kestra flow, not by people."},
 ]
 
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(job_routes.router)
     app.include_router(key_routes.router)
+    app.include_router(model_routes.router)
     app.include_router(ui.router)
     return app
 

@@ -22,6 +22,8 @@ def body_limit(path: str, settings: Settings) -> int:
     if path == UPLOAD_PATH:
         per_file = settings.max_upload_bytes + _MULTIPART_OVERHEAD
         return settings.max_files_per_request * per_file
+    if path.startswith("/v1/models/"):  # PUT: the body is the weights file itself
+        return settings.max_model_bytes
     return SMALL_BODY_BYTES
 
 

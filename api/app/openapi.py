@@ -25,6 +25,7 @@ CODES = {
     403: "`forbidden`: needs an admin key",
     404: "`not_found`",
     408: "`request_timeout`: the request body stalled",
+    409: "`model_in_use`: unfinished jobs use the model",
     413: "`file_too_large`, `too_many_files`, `too_many_pixels`",
     415: "`not_an_image`, `unsupported_format`",
     422: "`invalid_request`",

@@ -1,8 +1,9 @@
-"""`yoloctl upload PATH...` and `yoloctl status JOB_ID...`: the API from a shell.
+"""`yoloctl upload PATH...`, `yoloctl status JOB_ID...` and `yoloctl models push|list|rm`:
+the API from a shell.
 
-Exit codes: 0 every file was accepted (and, with --wait, every job succeeded); 1 a file was
-refused or a job failed or did not finish in time; 2 the command could not run (bad
-arguments, no images found, the API unreachable, no valid API key).
+Exit codes: 0 every file was accepted (and, with --wait, every job succeeded); 1 a file or
+model was refused or a job failed or did not finish in time; 2 the command could not run (bad
+arguments such as an unknown --model, no images found, the API unreachable, no valid API key).
 
 The API key (--api-key, else $YOLO_API_KEY) goes in the Authorization header and nowhere
 else: no message, table or JSON shows it. The options that are not about one command
@@ -11,6 +12,7 @@ else: no message, table or JSON shows it. The options that are not about one com
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -27,12 +29,21 @@ from yolo_cli.client import (
     Unreachable,
     valid_api_key,
 )
-from yolo_cli.output import Progress, Row, render_json, render_table
+from yolo_cli.output import (
+    Progress,
+    Row,
+    render_json,
+    render_models,
+    render_pushed,
+    render_table,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 DEFAULT_URL = "http://127.0.0.1:8000"
 KEY_HINT = "pass --api-key KEY or set YOLO_API_KEY"
+# Refusals of a request's parameters (--model, --conf, --imgsz): the same for every file.
+REQUEST_ERRORS = frozenset({"unknown_model", "invalid_request"})
 
 
 class UsageError(Exception):
@@ -66,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def upload(args: argparse.Namespace) -> int:
     paths = find_images(args.paths)
+    params = _upload_params(args)
     with _api(args) as api:
-        rows = send(api, paths, args.batch, _progress(args, "upload", len(paths)))
+        rows = send(api, paths, args.batch, _progress(args, "upload", len(paths)), params)
         if args.wait:
             wait(api, rows, args.timeout, _progress(args, "detect", len(rows)))
     return _report(args, rows)
@@ -79,6 +91,37 @@ def status(args: argparse.Namespace) -> int:
         if args.wait:
             wait(api, rows, args.timeout, _progress(args, "detect", len(rows)))
     return _report(args, rows)
+
+
+def models_push(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"{args.file}: no such file")
+    with _api(args) as api:
+        try:
+            model, created = api.push_model(path, args.name or path.name)
+        except Refused as exc:
+            return _fail(exc.message, code=EXIT_FAILED)
+    print(json.dumps(model, indent=2) if args.json else render_pushed(model, created))
+    return EXIT_OK
+
+
+def models_list(args: argparse.Namespace) -> int:
+    with _api(args) as api:
+        listing = api.models()
+    print(json.dumps(listing, indent=2) if args.json else render_models(listing))
+    return EXIT_OK
+
+
+def models_rm(args: argparse.Namespace) -> int:
+    with _api(args) as api:
+        try:
+            api.remove_model(args.name)
+        except Refused as exc:
+            return _fail(exc.message, code=EXIT_FAILED)
+    removed = {"name": args.name, "removed": True}
+    print(json.dumps(removed) if args.json else f"removed {args.name}")
+    return EXIT_OK
 
 
 def find_images(arguments: Iterable[str]) -> list[Path]:
@@ -101,9 +144,16 @@ def find_images(arguments: Iterable[str]) -> list[Path]:
     return list(found)
 
 
-def send(api: Api, paths: list[Path], batch: int, progress: Progress) -> list[Row]:
-    """Upload in requests of at most `batch` files. The API refuses a whole request when one
-    file is bad, so a refused request is re-sent file by file to name the culprit.
+def send(
+    api: Api,
+    paths: list[Path],
+    batch: int,
+    progress: Progress,
+    params: dict[str, str] | None = None,
+) -> list[Row]:
+    """Upload in requests of at most `batch` files, each with the form fields `params`. The
+    API refuses a whole request when one file is bad, so a refused request is re-sent file by
+    file to name the culprit; a refusal of the parameters ends the run (Refused is raised).
 
     A 429 (the key's cap on unfinished jobs) is retried by `api.upload` after Retry-After;
     if it is still refused, nothing more is sent and every file not uploaded says why."""
@@ -112,8 +162,10 @@ def send(api: Api, paths: list[Path], batch: int, progress: Progress) -> list[Ro
     while chunks:
         chunk = chunks.pop(0)
         try:
-            jobs = api.upload(chunk)
+            jobs = api.upload(chunk, params)
         except Refused as exc:
+            if exc.code in REQUEST_ERRORS:
+                raise
             message = exc.message
             if exc.status == 429:  # still, after api.upload's retries: send nothing more
                 chunk += [path for rest in chunks for path in rest]
@@ -162,6 +214,11 @@ def _api(args: argparse.Namespace) -> Api:
             "YOLO_API_KEY"
         )
     return Api(args.url, api_key=key or None)
+
+
+def _upload_params(args: argparse.Namespace) -> dict[str, str]:
+    given = {"model": args.model, "confidence": args.conf, "image_size": args.imgsz}
+    return {field: str(value) for field, value in given.items() if value is not None}
 
 
 def _row_of(api: Api, job_id: str) -> Row:
@@ -247,9 +304,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="yoloctl",
         description="Object detection with the YOLO inference API.",
-        epilog="exit status: 0 all accepted (with --wait: all succeeded); 1 a file was refused "
-        "or a job failed or timed out; 2 bad arguments, no images, the API unreachable, or no "
-        "valid API key",
+        epilog="exit status: 0 all accepted (with --wait: all succeeded); 1 a file or model was "
+        "refused or a job failed or timed out; 2 bad arguments, no images, the API unreachable, "
+        "or no valid API key",
         parents=[_global_options(suppress=False)],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -263,9 +320,45 @@ def _parser() -> argparse.ArgumentParser:
         default=8,
         help="files per request (default: 8; lowered to the server's limit if it is smaller)",
     )
+    up.add_argument(
+        "--model", metavar="NAME", help="a model of `yoloctl models list` (default: the server's)"
+    )
+    up.add_argument(
+        "--conf", type=float, metavar="C", help="minimum confidence, 0-1 (default: the server's)"
+    )
+    up.add_argument(
+        "--imgsz",
+        type=int,
+        metavar="PIXELS",
+        help="inference size, 32-4096 (default: the server's)",
+    )
     up.set_defaults(command=upload)
 
     st = commands.add_parser("status", parents=[common], help="show jobs by id")
     st.add_argument("job_ids", nargs="+", metavar="JOB_ID")
     st.set_defaults(command=status)
+    _add_models(commands, common)
     return parser
+
+
+def _add_models(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    models = commands.add_parser(
+        "models",
+        parents=[common],
+        help="the models uploads may choose (push and rm need an admin key)",
+    )
+    actions = models.add_subparsers(required=True, metavar="ACTION")
+    push = actions.add_parser(
+        "push", parents=[common], help="push a .pt file (replaces the model of that name)"
+    )
+    push.add_argument("file", metavar="FILE")
+    push.add_argument("--name", help="the model's name (default: the file's name)")
+    push.set_defaults(command=models_push)
+    listing = actions.add_parser("list", parents=[common], help="list the models")
+    listing.set_defaults(command=models_list)
+    rm = actions.add_parser("rm", parents=[common], help="remove a model")
+    rm.add_argument("name", metavar="NAME")
+    rm.set_defaults(command=models_rm)

@@ -1,18 +1,22 @@
-"""The API over HTTP: uploads and jobs, its one error shape turned into exceptions."""
+"""The API over HTTP: uploads, jobs and models, its one error shape turned into exceptions."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import httpx
 
 Job = dict[str, Any]
+Model = dict[str, Any]
 TERMINAL = frozenset({"succeeded", "failed"})
+_CHUNK_BYTES = 1024 * 1024
 # The API sniffs the content; the media type is only a courtesy to proxies and logs.
 _MEDIA_TYPES = {
     ".jpg": "image/jpeg",
@@ -104,8 +108,9 @@ class Api:
     ) -> None:
         self._http.close()
 
-    def upload(self, paths: list[Path]) -> list[Job]:
-        """Send `paths` in one request; the API accepts all of them or none.
+    def upload(self, paths: list[Path], params: dict[str, str] | None = None) -> list[Job]:
+        """Send `paths` in one request; the API accepts all of them or none. `params`: the
+        form fields `model`, `confidence`, `image_size` (the server's defaults if left out).
 
         A busy answer is retried with the same Idempotency-Key, so a request that did get
         through the first time is never turned into a second set of jobs."""
@@ -125,7 +130,11 @@ class Api:
                 ]
                 try:
                     body = self._call(
-                        "POST", "/v1/uploads", files=files, headers={"Idempotency-Key": key}
+                        "POST",
+                        "/v1/uploads",
+                        files=files,
+                        data=params or None,
+                        headers={"Idempotency-Key": key},
                     )
                 except Refused as exc:
                     if not exc.busy or attempt == self.retries:
@@ -140,13 +149,38 @@ class Api:
         job: Job = self._call("GET", f"/v1/jobs/{job_id}")
         return job
 
+    def push_model(self, path: Path, name: str) -> tuple[Model, bool]:
+        """Send the file as the body of PUT /v1/models/<name>, streamed, with its length (so
+        the API can refuse one too large before it is sent); True if the name is new."""
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(path.stat().st_size),
+        }
+        with path.open("rb") as handle:
+            response = self._send(
+                "PUT", _model_path(name), content=_chunks(handle), headers=headers
+            )
+        model: Model = response.json()
+        return model, response.status_code == 201
+
+    def models(self) -> dict[str, Any]:
+        """{"models": [...], "default": name}"""
+        listing: dict[str, Any] = self._call("GET", "/v1/models")
+        return listing
+
+    def remove_model(self, name: str) -> None:
+        self._send("DELETE", _model_path(name))
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._send(method, path, **kwargs).json()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise Unreachable(_describe(exc)) from None
         if response.is_success:
-            return response.json()
+            return response
         if response.status_code == 401:
             raise NotAuthorized(_refused(response).message, key_sent=self._key_sent)
         raise _refused(response)
@@ -171,6 +205,15 @@ def _refused(response: httpx.Response) -> Refused:
         text = " ".join(response.text.split())[:200]
         message = f"HTTP {status} {response.reason_phrase}: {text}".rstrip(": ")
         return Refused(status, "http_error", message, {}, retry_after_s)
+
+
+def _model_path(name: str) -> str:
+    return f"/v1/models/{quote(name, safe='')}"
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    while chunk := handle.read(_CHUNK_BYTES):
+        yield chunk
 
 
 def _retry_delay(exc: Refused, attempt: int) -> float:

@@ -1,4 +1,5 @@
-"""What the CLI prints: a progress bar on stderr, results as a table or JSON on stdout."""
+"""What the CLI prints: a progress bar on stderr, results and models as a table or JSON on
+stdout."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from yolo_cli.client import Job
+from yolo_cli.client import Job, Model
 
 
 @dataclass
@@ -93,11 +94,54 @@ def render_table(rows: list[Row]) -> str:
         if notes:
             cells.append(row.error or (row.job or {}).get("error") or "")
         lines.append(cells)
+    return _columns(lines)
+
+
+def render_models(listing: dict[str, Any]) -> str:
+    """The models as a table: digests shortened to 12 characters (--json has them whole)."""
+    lines = [["NAME", "SOURCE", "DEFAULT", "SIZE", "SHA256", "PUSHED"]]
+    for model in listing["models"]:
+        lines.append(
+            [
+                model["name"],
+                model["source"],
+                "yes" if model["default"] else "-",
+                _size(model["size_bytes"]),
+                (model["sha256"] or "-")[:12],
+                _when(model["updated_at"]),
+            ]
+        )
+    return _columns(lines)
+
+
+def render_pushed(model: Model, created: bool) -> str:
+    verb = "pushed" if created else "replaced"
+    return f"{verb} {model['name']}: {_size(model['size_bytes'])}, sha256 {model['sha256']}"
+
+
+def _columns(lines: list[list[str]]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in lines
     )
+
+
+def _size(size: int | None) -> str:
+    """`1.2 MB` (decimal units)."""
+    if size is None:
+        return "-"
+    if size < 1000:
+        return f"{size} B"
+    value, units = size / 1000, ["KB", "MB", "GB"]
+    while value >= 1000 and len(units) > 1:
+        value, units = value / 1000, units[1:]
+    return f"{value:.1f} {units[0]}"
+
+
+def _when(timestamp: str | None) -> str:
+    """`2026-12-02T10:00:00.123Z` -> `2026-12-02 10:00` (UTC)."""
+    return timestamp[:16].replace("T", " ") if timestamp else "-"
 
 
 def _classes(detections: list[dict[str, Any]]) -> str:

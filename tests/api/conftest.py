@@ -109,6 +109,8 @@ def kestra_settings(standin: KestraStandin) -> dict[str, Any]:
         "kestra_password": standin.state.password,
         "kestra_connect_timeout_s": 0.5,
         "kestra_read_timeout_s": 2.0,
+        # The in-process stand-in shows executions at once unless a test delays them.
+        "kestra_visibility_grace_s": 0.5,
     }
 
 

@@ -3,14 +3,17 @@ them (schema v1) for a job's current batch."""
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.jobs.models import Job
-from tests.api.conftest import resources_of
+from tests.api.conftest import ADMIN_KEY, bearer, resources_of
 from tests.support.images import encode
 
 CLASS_NAMES = {"0": "circle", "1": "square", "2": "triangle"}
@@ -57,4 +60,26 @@ def write_success(client: TestClient, job_id: str, detections: object, /, **fiel
     }
     write_result(
         client, job_id, **{"status": "succeeded", "detections": detections, **body, **fields}
+    )
+
+
+def torch_archive(*members: str, content: bytes = b"x") -> bytes:
+    """A zip shaped like what torch.save writes (`weights/data.pkl`, `weights/version`) or with
+    the given members. Its pickle is not one: the API reads the zip's directory, never loads
+    what is in it."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for member in members or ("weights/data.pkl", "weights/version"):
+            archive.writestr(member, content)
+    return buffer.getvalue()
+
+
+def push_model(
+    client: TestClient, name: str, body: bytes | None = None, key: str = ADMIN_KEY
+) -> httpx.Response:
+    """PUT /v1/models/<name> with the admin key (or `key`); `body` defaults to torch_archive()."""
+    return client.put(
+        f"/v1/models/{name}",
+        content=torch_archive() if body is None else body,
+        headers={"Content-Type": "application/octet-stream", **bearer(key)},
     )

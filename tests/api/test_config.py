@@ -43,3 +43,39 @@ def test_server_refuses_to_start_without_the_secret() -> None:
     )
     assert proc.returncode != 0
     assert "CALLBACK_TOKEN must be set" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "words"),
+    [
+        ("admin", "Admin1234", "KESTRA_USERNAME must be an email address"),
+        ("admin@localhost", "Admin1234", "KESTRA_USERNAME must be an email address"),
+        ("admin@example.com", "Ab1", "KESTRA_PASSWORD must have 8 to 256 characters"),
+        ("admin@example.com", "admin1234", "an upper-case letter"),
+        ("admin@example.com", "ADMIN1234", "a lower-case letter"),
+        ("admin@example.com", "AdminAdmin", "a digit"),
+        ("admin@example.com", "A1" + "a" * 255, "8 to 256 characters"),
+    ],
+)
+def test_credentials_kestra_would_refuse_stop_start_up(
+    monkeypatch: pytest.MonkeyPatch, username: str, password: str, words: str
+) -> None:
+    for name, value in {
+        "ORCHESTRATOR": "kestra",
+        "KESTRA_USERNAME": username,
+        "KESTRA_PASSWORD": password,
+        "CALLBACK_TOKEN": "token",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exc:
+        load_settings()
+    assert words in str(exc.value)
+    assert "Kestra would refuse every call" in str(exc.value)
+
+
+def test_credentials_kestra_accepts_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCHESTRATOR", "kestra")
+    monkeypatch.setenv("KESTRA_USERNAME", "ops@example.com")
+    monkeypatch.setenv("KESTRA_PASSWORD", "Admin1234")
+    monkeypatch.setenv("CALLBACK_TOKEN", "token")
+    assert load_settings().kestra_username == "ops@example.com"

@@ -163,3 +163,67 @@ def test_still_too_many_jobs_stops_the_upload_and_each_file_left_says_why(
             "This key has 3 unfinished jobs; at most 3 are allowed. "
             "(not uploaded: still refused after 3 tries)"
         )
+
+
+MODEL_OUT = {"name": "my model.pt", "sha256": "ab", "size_bytes": 3}
+UNKNOWN_MODEL = {
+    "error": {
+        "code": "unknown_model",
+        "message": "There is no model 'nope.pt'; the models are: yolo11n.pt.",
+        "details": {"model": "nope.pt", "models": ["yolo11n.pt"]},
+    }
+}
+
+
+@pytest.mark.parametrize(("status", "created"), [(201, True), (200, False)])
+def test_a_model_is_pushed_as_the_raw_body_with_its_length(
+    tmp_path: Path, status: int, created: bool
+) -> None:
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"PK\x03\x04" + b"w" * (3 * 1024 * 1024))  # more than one chunk
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        request.read()
+        seen.append(request)
+        return httpx.Response(status, json=MODEL_OUT)
+
+    with Api("http://api.test", api_key=KEY, transport=httpx.MockTransport(answer)) as api:
+        assert api.push_model(weights, "my model.pt") == (MODEL_OUT, created)
+    (request,) = seen
+    assert (request.method, request.url.raw_path) == ("PUT", b"/v1/models/my%20model.pt")
+    assert request.headers["content-type"] == "application/octet-stream"
+    assert request.headers["content-length"] == str(weights.stat().st_size)
+    assert "transfer-encoding" not in request.headers  # a length: refused early if too large
+    assert request.content == weights.read_bytes()
+
+
+def test_removing_a_model_expects_no_body() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert (request.method, request.url.path) == ("DELETE", "/v1/models/m.pt")
+        return httpx.Response(204)
+
+    with Api("http://api.test", transport=httpx.MockTransport(answer)) as api:
+        assert api.remove_model("m.pt") is None
+
+
+def test_the_upload_parameters_go_in_every_request_and_a_refusal_of_them_ends_the_run(
+    tmp_path: Path,
+) -> None:
+    bodies: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.read())
+        return httpx.Response(422, json=UNKNOWN_MODEL)
+
+    params = {"model": "nope.pt", "confidence": "0.4"}
+    api = Api("http://api.test", transport=httpx.MockTransport(answer))
+    progress = Progress(io.StringIO(), "upload", 4, enabled=False)
+    with api, pytest.raises(Refused) as refused:
+        send(api, images(tmp_path, 4), 2, progress, params)
+
+    assert refused.value.code == "unknown_model"
+    (body,) = bodies  # not re-sent file by file: the parameters are the same for every file
+    assert b'name="model"\r\n\r\nnope.pt\r\n' in body
+    assert b'name="confidence"\r\n\r\n0.4\r\n' in body
+    assert body.count(b'name="files"') == 2

@@ -76,3 +76,33 @@ def test_batch_is_an_upload_option(capsys: pytest.CaptureFixture[str]) -> None:
         _parser().parse_args(["--batch=2", "upload", "a.png"])
     assert exited.value.code == 2
     assert "unrecognized arguments: --batch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [*GLOBAL, "models", "list"],
+        ["models", "list", *GLOBAL],
+        ["models", *GLOBAL, "push", "a.pt"],
+        [*GLOBAL[:4], "models", "rm", "a.pt", *GLOBAL[4:]],
+    ],
+    ids=["before", "after", "between", "split"],
+)
+def test_the_models_commands_take_the_global_options_anywhere(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("YOLO_API_URL", raising=False)
+    assert parsed(*argv) == PARSED
+
+
+def test_the_model_and_its_parameters_are_upload_options(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    given = ["upload", "a.png", "--model", "mine.pt", "--conf", "0.4", "--imgsz", "640"]
+    values = vars(_parser().parse_args(given))
+    assert (values["model"], values["conf"], values["imgsz"]) == ("mine.pt", 0.4, 640)
+    defaults = vars(_parser().parse_args(["upload", "a.png"]))
+    assert (defaults["model"], defaults["conf"], defaults["imgsz"]) == (None, None, None)
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--model=mine.pt", "upload", "a.png"])
+    assert "unrecognized arguments: --model" in capsys.readouterr().err

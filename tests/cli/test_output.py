@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from yolo_cli.output import Progress, Row, render_table
+from yolo_cli.output import Progress, Row, render_models, render_table
 
 
 class Terminal(io.StringIO):
@@ -59,4 +59,42 @@ def test_the_table_counts_classes_and_notes_problems() -> None:
         "FILE   JOB  STATUS     DETECTIONS  CLASSES             NOTE",
         "a.png  j1   succeeded  3           2 circle, 1 square",
         "b.txt  -    refused    -           -                   The file is not an image.",
+    ]
+
+
+def test_models_table_shortens_digests_and_marks_the_default() -> None:
+    listing = {
+        "default": "yolo11n.pt",
+        "models": [
+            {
+                "name": "shapes.pt",
+                "source": "volume",
+                "default": False,
+                "size_bytes": 1174667,
+                "sha256": "9b1c0c2e4f6a" + "0" * 52,
+                "updated_at": "2026-12-02T10:00:00.123456Z",
+            },
+            {
+                "name": "yolo11n.pt",
+                "source": "image",
+                "default": True,
+                "size_bytes": None,
+                "sha256": None,
+                "updated_at": None,
+            },
+            {
+                "name": "tiny.pt",
+                "source": "volume",
+                "default": False,
+                "size_bytes": 999,
+                "sha256": "ab",
+                "updated_at": "2026-12-03T00:00:00Z",
+            },
+        ],
+    }
+    assert render_models(listing).splitlines() == [
+        "NAME        SOURCE  DEFAULT  SIZE    SHA256        PUSHED",
+        "shapes.pt   volume  -        1.2 MB  9b1c0c2e4f6a  2026-12-02 10:00",
+        "yolo11n.pt  image   yes      -       -             -",
+        "tiny.pt     volume  -        999 B   ab            2026-12-03 00:00",
     ]

@@ -73,7 +73,8 @@ def test_compose_model(compose: list[str], docker: Docker) -> None:
         assert services[name]["restart"] == "unless-stopped", name
     for name in ("api", "kestra"):
         for dep, spec in services[name]["depends_on"].items():
-            expected = "service_completed_successfully" if dep == "bootstrap" else "service_healthy"
+            one_shot = dep in ("bootstrap", "inference-image")
+            expected = "service_completed_successfully" if one_shot else "service_healthy"
             assert spec["condition"] == expected, (name, dep)
     api = services["api"]
     assert api["read_only"] is True
@@ -109,6 +110,16 @@ def test_compose_model(compose: list[str], docker: Docker) -> None:
     assert over["postgres"]["image"] == "m/pg:1"
     assert over["kestra"]["image"] == "m/k:1"
     assert over["kestra"]["environment"]["ENV_YOLO_IMAGE"] == "m/yolo:1"
+    # The inference image is pulled (and its weights seeded) by a one-shot step before
+    # Kestra starts, not inside the first task's timeout; the tasks get no network.
+    assert over["inference-image"]["image"] == "m/yolo:1"
+    seed = services["inference-image"]
+    assert seed["command"] == ["--seed", "yolo11n.pt", "--data-dir", "/data"]
+    assert seed["network_mode"] == "none"
+    assert seed["user"] == "1000:1000"
+    assert services["kestra"]["depends_on"]["inference-image"]["required"] is True
+    assert kestra["environment"]["ENV_TASK_NETWORK"] == "none"
+    assert "--no-tutorials" in kestra["command"]
 
 
 @dataclass

@@ -4,10 +4,12 @@ volume -> callback -> Postgres."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pytest
 
+from tests.docker.dockerutil import ROOT
 from tests.e2e.stack import Stack, chunks, decode_jpeg, jobs_of, record, scenes
 from tests.fixtures import synthetic
 
@@ -53,7 +55,7 @@ def test_burst_is_batched_and_every_job_succeeds_in_a_throwaway_container(stack:
             scene = stack.scene_of[job_id]
             # Succeeded, with the objects the scene really has.
             assert job["status"] == "succeeded", job
-            assert job["model"] == "models/shapes.pt"
+            assert job["model"] == stack.env["MODEL"]
             assert (job["image_width"], job["image_height"]) == scene.size
             found = [
                 (d["class_id"], [d["box"][k] for k in ("x1", "y1", "x2", "y2")])
@@ -125,3 +127,25 @@ def test_burst_is_batched_and_every_job_succeeds_in_a_throwaway_container(stack:
         batch_sizes=sorted(len(jobs_of(e)) for e in ran_in.values()),
         seconds_to_all_succeeded=elapsed,
     )
+
+
+def test_the_default_model_name_runs_on_the_images_own_weights_without_network(
+    stack: Stack,
+) -> None:
+    """The user's day one: MODEL=yolo11n.pt, nothing pushed, no network in any task."""
+    assert stack.env["MODEL"] == "yolo11n.pt"
+    # The one-shot compose step had the image locally and copied the weights it ships.
+    seeded = stack.docker.inspect(stack.container("inference-image"), "container")
+    assert seeded["State"]["ExitCode"] == 0, seeded["State"]
+    fixture = (ROOT / "tests" / "fixtures" / "model" / "shapes.pt").read_bytes()
+    on_volume = stack.volume_run("sha256sum /data/models/yolo11n.pt").split()[0]
+    assert on_volume == hashlib.sha256(fixture).hexdigest()
+    batch = scenes(first_seed=3900, count=2)
+    ids = [job["id"] for job in stack.upload(batch)]
+    for job in stack.wait_terminal(ids, timeout=300).values():
+        assert job["status"] == "succeeded", job
+        assert job["model"] == "yolo11n.pt"
+    executions = {e["id"] for job_id in ids for e in stack.executions(job_id)}
+    runs = [c for c in stack.task_containers() if c["executionId"] in executions]
+    assert runs
+    assert {c["network"] for c in runs} == {"none"}

@@ -120,7 +120,13 @@ def test_api_killed_mid_burst_and_restarted(stack: Stack) -> None:
         assert job["status"] == "succeeded", job
         assert _matches_truth(stack, job), job
     # Retried requests got their jobs back instead of new ones.
-    per_key = dict(stack.sql("SELECT idempotency_key, count(*) FROM jobs GROUP BY 1"))
+    # Stored as "<owner key id>/<Idempotency-Key>" (keys are per API key).
+    per_key = dict(
+        stack.sql(
+            "SELECT substr(idempotency_key, strpos(idempotency_key, '/') + 1), count(*) "
+            "FROM jobs GROUP BY 1"
+        )
+    )
     for key, part in requests:
         assert per_key[key] == str(len(part)), (key, per_key.get(key))
     facts = stack.account()
@@ -170,9 +176,14 @@ def test_lost_callback_is_finished_by_the_reconciler(stack: Stack) -> None:
 
 
 def test_inference_failures_fail_the_job_readably_and_later_jobs_succeed(stack: Stack) -> None:
-    # 1. The model file is missing from the shared volume: the batch as a whole cannot run.
-    #    Kestra retries it once, then every job of it fails with detect.py's reason.
-    stack.volume_run("mv /data/models/shapes.pt /data/models/shapes.pt.away")
+    # 1. The model's weights on the shared volume are broken (a bad push, a full disk): the
+    #    batch as a whole cannot run. Kestra retries it once, then every job of it fails
+    #    with detect.py's reason.
+    model = stack.env["MODEL"]
+    stack.volume_run(
+        f"mv /data/models/{model} /data/models/{model}.away && "
+        f"printf 'not a model' > /data/models/{model}"
+    )
     try:
         started = time.monotonic()
         bad_model = stack.upload(scenes(first_seed=7000, count=2))
@@ -180,12 +191,10 @@ def test_inference_failures_fail_the_job_readably_and_later_jobs_succeed(stack: 
         failed = stack.wait_terminal(bad_model_ids, timeout=180)
         model_failed_s = time.monotonic() - started
     finally:
-        stack.volume_run("mv /data/models/shapes.pt.away /data/models/shapes.pt")
+        stack.volume_run(f"mv /data/models/{model}.away /data/models/{model}")
     for job in failed.values():
         assert job["status"] == "failed", job
-        assert job["error"] == (
-            "The model file models/shapes.pt does not exist in the data directory."
-        ), job
+        assert job["error"].startswith(f"The model {model} could not be loaded: "), job
     batches = {e["id"]: e for i in bad_model_ids for e in stack.executions(i)}
     for execution in batches.values():
         assert execution["state"]["current"] == "FAILED"

@@ -158,9 +158,12 @@ def _run(
     volumes_enabled: bool = True,
     drop: int = 0,
     api_status: int = 202,
+    task_timeout: str | None = None,
 ) -> tuple[StandinState, dict[str, Any], list[dict[str, Any]]]:
     flow = copy.deepcopy(FLOW)
     flow["tasks"][0]["retry"]["interval"] = "PT0S"  # no 15 s wait in a unit test
+    if task_timeout is not None:
+        flow["tasks"][0]["timeout"] = task_timeout
     flow["afterExecution"][0]["retry"]["interval"] = "PT0S"
     sent: list[dict[str, Any]] = []
 
@@ -256,6 +259,45 @@ def test_a_timeout_kills_the_container(monkeypatch: pytest.MonkeyPatch) -> None:
     _, execution, _ = _run(engine, monkeypatch)
     assert ("kill", "c1") in engine.calls
     assert execution["state"]["current"] == "SUCCESS"  # the retry's second attempt worked
+
+
+class SlowPull(FakeEngine):
+    """The image is not local: pulling it takes `pull_s`."""
+
+    def __init__(self, script: list[tuple[int | None, str]], pull_s: float) -> None:
+        super().__init__(script)
+        self.pull_s = pull_s
+        self.waited: list[float] = []
+
+    def image_present(self, image: str) -> bool:
+        return False
+
+    def pull(self, image: str) -> None:
+        time.sleep(self.pull_s)
+        self.calls.append(("pull", image))
+
+    def wait(self, container: str, timeout_s: float) -> int | None:
+        self.waited.append(timeout_s)
+        return super().wait(container, timeout_s)
+
+
+def test_the_pull_counts_inside_the_task_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As Kestra's WorkerTaskCallable: a pull longer than the timeout fails the attempt.
+    engine = SlowPull([], pull_s=1.2)
+    _, execution, _ = _run(engine, monkeypatch, task_timeout="PT1S")
+    assert execution["state"]["current"] == "FAILED"
+    assert engine.created == []  # timed out before any container started
+    assert [c for c in engine.calls if c[0] == "pull"] == [("pull", "yolo-inference:test")] * 2
+
+
+def test_the_container_gets_what_the_pull_left_of_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = SlowPull([(0, _outputs_line())], pull_s=0.5)
+    _, execution, _ = _run(engine, monkeypatch, task_timeout="PT3S")
+    assert execution["state"]["current"] == "SUCCESS"
+    [waited] = engine.waited
+    assert waited <= 3.0 - 0.5  # not the whole timeout: the pull used part of it
 
 
 def test_volumes_are_dropped_without_volume_enabled(monkeypatch: pytest.MonkeyPatch) -> None:

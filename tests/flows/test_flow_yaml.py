@@ -166,13 +166,15 @@ def test_task_and_runner(task):
     image = task["containerImage"]
     assert "envs." in image
     assert "??" in image
-    assert "'ultralytics/ultralytics:latest-cpu'" in image
+    assert "'ultralytics/ultralytics:8.4.190-cpu'" in image
     runner = task["taskRunner"]
     assert runner["type"] == "io.kestra.plugin.scripts.runner.docker.Docker"
     assert runner["pullPolicy"] == "IF_NOT_PRESENT"
     assert runner["user"] == "1000:1000"
     assert runner["delete"] is True
-    assert "networkMode" not in runner  # default bridge: the container calls no compose service
+    # No network unless downloads are allowed: the container calls no service at all.
+    assert runner["networkMode"] == "{{ envs.task_network ?? 'none' }}"
+    assert task["env"]["YOLO_ALLOW_DOWNLOAD"] == "{{ envs.allow_model_download ?? 'false' }}"
     (volume,) = runner["volumes"]
     source, target = volume.rsplit(":", 1)
     assert target == "/data"

@@ -52,3 +52,9 @@ def test_env_prefix_matches_flow():
     flow = (Path(__file__).resolve().parents[2] / "flows" / "yolo-detect.yml").read_text()
     for name in ("envs.api_url", "envs.callback_token", "envs.shared_volume", "envs.yolo_image"):
         assert name in flow
+
+
+def test_no_tutorial_flows_are_loaded_from_the_internet():
+    assert load()["kestra"]["tutorial-flows"] == {"enabled": False}
+    compose = yaml.safe_load((CONFIG.parents[1] / "docker-compose.yml").read_text())
+    assert "--no-tutorials" in compose["services"]["kestra"]["command"].split()

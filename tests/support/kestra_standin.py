@@ -28,9 +28,9 @@ Two modes:
     `user`, `volumes` (binds), `networkMode`, task `env`, `commands` joined by newlines as
     the argument of `/bin/sh -c` (entrypoint reset), a fresh root-owned working directory;
     the container is removed afterwards when `delete` is true (the default); stdout lines
-    `::{"outputs": {...}}::` become `outputs.TASK.vars`; `timeout` (per attempt: the
-    container is killed) and `retry` (constant interval, maxAttempts) apply; attempts are
-    listed in `taskRunList`;
+    `::{"outputs": {...}}::` become `outputs.TASK.vars`; `timeout` (per attempt, the image
+    pull included, as Kestra's WorkerTaskCallable: the container is killed) and `retry`
+    (constant interval, maxAttempts) apply; attempts are listed in `taskRunList`;
   - sets the flow's `outputs` (typed), the execution's states (CREATED -> RUNNING ->
     SUCCESS | FAILED | KILLED) with histories, then runs `afterExecution`
     `io.kestra.plugin.core.http.Request` tasks with `execution.state` = the final state
@@ -41,12 +41,17 @@ Two modes:
     left RUNNING by a crash are restarted from their first unfinished task; containers they
     left behind are removed first.
 
+  Like Kestra (both modes): credentials Kestra would not store (username not an email, a
+  weak password) make every API call 401; a created execution is found by search and GET
+  only `visibility_delay_s` (`STANDIN_VISIBILITY_DELAY_S`) after its create was answered,
+  as Kestra's asynchronous create through its queue.
+
   Fault switches for the end-to-end tests: `GET/POST /_standin/faults` (basic auth) with
   `drop_callbacks` (skip the afterExecution tasks of the next N executions: the callback
   never arrives), `hold` (accept executions but start none until released), and the
   in-process ones (`fail_next`, `fail_status`, `delay_s`, `create_then_fail`).
   `GET /_standin/containers` lists every task container it ran (id, image, user, binds,
-  exit code, removed), `GET /_standin/callbacks` every afterExecution attempt, and
+  network, exit code, removed), `GET /_standin/callbacks` every afterExecution attempt, and
   `GET /api/v1/main/logs/{executionId}` the task logs.
 
 What it does not emulate (either mode): the UI; triggers, schedules, webhooks; subflows,
@@ -119,6 +124,9 @@ TERMINAL = {
 OUTPUTS_LINE = re.compile(r"^::(\{.*\})::$")
 
 
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
@@ -156,9 +164,30 @@ class StandinState:
     logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     base_url: str = "http://kestra/"
     store: Path | None = None  # executor mode: where the state survives restarts
+    # Kestra's create only puts the execution on a queue: search and GET find it once the
+    # executor has written it to the repository (ExecutionController.createExecution).
+    visibility_delay_s: float = 0.0
+    visible_at: dict[str, float] = field(default_factory=dict)  # monotonic clock
     on_created: Callable[[str], None] | None = None
     on_kill: Callable[[str], None] | None = None
     on_faults: Callable[[], None] | None = None
+
+    @property
+    def credentials_valid(self) -> bool:
+        """Kestra 1.3 (BasicAuthService) stores configured credentials only if the username is
+        an email and the password has 8-256 characters with a lower-case letter, an
+        upper-case letter and a digit; otherwise every API call is 401, whatever is sent."""
+        password = self.password
+        return bool(
+            _EMAIL.fullmatch(self.username)
+            and 8 <= len(password) <= 256
+            and re.search("[a-z]", password)
+            and re.search("[A-Z]", password)
+            and re.search("[0-9]", password)
+        )
+
+    def visible(self, execution_id: str) -> bool:
+        return time.monotonic() >= self.visible_at.get(execution_id, 0.0)
 
     # --- test controls -----------------------------------------------------------------
     def set_state(self, execution_id: str, state: str, *, failed_task: str | None = None) -> None:
@@ -259,7 +288,9 @@ def build_app(state: StandinState) -> FastAPI:
         state.requests.append(
             {"method": request.method, "path": path, "query": str(request.url.query)}
         )
-        if request.headers.get("authorization") != _basic(state.username, state.password):
+        if not state.credentials_valid or request.headers.get("authorization") != _basic(
+            state.username, state.password
+        ):
             return JSONResponse({"message": "Unauthorized"}, status_code=401)
         if state.faults.fail_next > 0:
             state.faults.fail_next -= 1
@@ -320,6 +351,7 @@ def build_app(state: StandinState) -> FastAPI:
         }
         with state.lock:
             state.executions[execution["id"]] = execution
+            state.visible_at[execution["id"]] = time.monotonic() + state.visibility_delay_s
             state.save()
             answer = copy.deepcopy(execution)
         if state.on_created is not None:
@@ -345,7 +377,8 @@ def build_app(state: StandinState) -> FastAPI:
             found = [
                 copy.deepcopy(e)
                 for e in state.executions.values()
-                if (namespace is None or e["namespace"] == namespace)
+                if state.visible(e["id"])
+                and (namespace is None or e["namespace"] == namespace)
                 and (flow_id is None or e["flowId"] == flow_id)
                 and all({"key": k, "value": v} in e["labels"] for k, v in wanted.items())
             ]
@@ -355,7 +388,7 @@ def build_app(state: StandinState) -> FastAPI:
     def get_execution(execution_id: str) -> JSONResponse:
         with state.lock:
             execution = copy.deepcopy(state.executions.get(execution_id))
-        if execution is None:
+        if execution is None or not state.visible(execution_id):
             return JSONResponse({"message": f"Execution {execution_id} not found"}, 404)
         return JSONResponse(execution)
 
@@ -877,6 +910,8 @@ class FlowExecutor:
         volumes = render(runner.get("volumes") or [], context)
         if volumes and not self.config.volumes_enabled:
             volumes = []  # what Kestra does without volume-enabled: silently nothing
+        # Kestra's task timeout wraps the whole run (WorkerTaskCallable): the pull counts.
+        deadline = None if timeout is None else time.monotonic() + timeout
         policy = runner.get("pullPolicy", "IF_NOT_PRESENT")
         present = self.engine.image_present(image)
         if policy == "ALWAYS" or (policy == "IF_NOT_PRESENT" and not present):
@@ -884,6 +919,9 @@ class FlowExecutor:
             self.engine.pull(image)
         elif policy == "NEVER" and not present:
             raise _AttemptFailed(f"image {image} is not present and pullPolicy is NEVER")
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise _AttemptFailed(f"Timeout after {task['timeout']} (pulling {image})")
         name = f"kestra-standin-{execution['id']}-{task['id']}-{attempt}-{secrets.token_hex(3)}"
         body: dict[str, Any] = {
             "Image": image,
@@ -912,6 +950,7 @@ class FlowExecutor:
             "image": image,
             "user": user,
             "binds": volumes,
+            "network": body["HostConfig"].get("NetworkMode", "default"),
             "startedAt": _now(),
             "exitCode": None,
             "removed": False,
@@ -923,7 +962,7 @@ class FlowExecutor:
         self.state.log(execution["id"], f"container {container[:12]} ({image})", task=task["id"])
         try:
             self.engine.start(container)
-            code = self.engine.wait(container, timeout if timeout is not None else 10**6)
+            code = self.engine.wait(container, left if left is not None else 10**6)
             if code is None:
                 self.engine.kill(container)
                 self.engine.wait(container, 30)
@@ -1118,6 +1157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flow-path", type=Path, required=True)
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--management-port", type=int, default=8081)
+    # Kestra's switch; the stand-in never loads tutorial flows either way.
+    parser.add_argument("--no-tutorials", action="store_true")
     args = parser.parse_args(argv)
     if args.command not in (["server", "standalone"], ["server", "local"]):
         parser.error("expected `server standalone`")
@@ -1132,6 +1173,7 @@ def main(argv: list[str] | None = None) -> int:
     settings.storage.mkdir(parents=True, exist_ok=True)
     state = StandinState(flow, settings.username, settings.password)
     state.base_url = settings.url
+    state.visibility_delay_s = float(os.environ.get("STANDIN_VISIBILITY_DELAY_S", "0"))
     state.store = settings.storage / "standin-state.json"
     state.load()
     engine = DockerEngine(os.environ.get("DOCKER_SOCKET", "/var/run/docker.sock"))

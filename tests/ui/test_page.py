@@ -4,6 +4,7 @@ tests use `page`, a browser that holds the admin key already; `keyless_page` hol
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from tests.fixtures.synthetic import (
     match,
     render_scene,
 )
+from tests.support.images import frame_of, oriented
 from tests.support.live_api import StartApi
 from tests.ui.conftest import STORED_KEY
 
@@ -152,6 +154,78 @@ def test_two_uploads_show_one_labelled_box_per_object(
     if os.environ.get("UPDATE_SCREENSHOT"):  # the README's picture: refresh it on purpose
         (ROOT / "docs").mkdir(exist_ok=True)
         shutil.copyfile(shot, ROOT / "docs" / "screenshot.png")
+
+
+def drawn_in_image_coordinates(card: Locator) -> list[tuple[int, tuple[float, ...]]]:
+    """Each box as the SVG says it, in its viewBox's units: pixels of the image."""
+    boxes = []
+    for group in card.locator("g").all():
+        rect = group.locator("rect")
+        x, y, w, h = (float(rect.get_attribute(a) or "nan") for a in ("x", "y", "width", "height"))
+        boxes.append((CLASS_NAMES.index(group.get_attribute("data-class")), (x, y, x + w, y + h)))
+    return boxes
+
+
+@pytest.mark.slow
+def test_rotated_photos_have_their_boxes_on_the_objects(
+    page: Page, start_api: StartApi, tmp_path: Path
+) -> None:
+    """Phone photos: stored turned, with the EXIF orientation that shows them upright. The
+    detections are in the upright frame (OpenCV's), and so are the picture the page shows
+    and its boxes, whatever the browser makes of the EXIF itself (Chromium ignores it in
+    WebP files: the page turns the picture itself)."""
+    url = start_api()
+    photos = {  # name: format, orientation (None: no EXIF), size of the upright scene
+        "plain.jpg": ("JPEG", None, (560, 400)),
+        "upside-down.jpg": ("JPEG", 3, (560, 400)),
+        "phone-held-right.jpg": ("JPEG", 6, (1200, 800)),  # shown scaled down as well
+        "phone-held-left.jpg": ("JPEG", 8, (560, 400)),
+        "phone.webp": ("WEBP", 6, (560, 400)),
+        "mirrored.png": ("PNG", 7, (480, 360)),
+    }
+    scenes = {}
+    for k, (name, (fmt, orientation, (width, height))) in enumerate(photos.items()):
+        image, truth = render_scene(HELD_OUT_SEED_START + 7400 + k, width=width, height=height)
+        (tmp_path / name).write_bytes(oriented(image, orientation, fmt))
+        scenes[name] = (image, truth)
+    errors = watch_for_errors(page)
+    page.goto(url)
+    page.locator("input[type=file]").set_input_files([tmp_path / name for name in photos])
+
+    done = page.locator("article[data-status=succeeded]")
+    done.nth(len(photos) - 1).wait_for(timeout=180_000)
+    jobs = {job["filename"]: job for job in api_jobs(url)}
+    for card in done.all():
+        name = card.locator("b").text_content()
+        (image, truth), job = scenes[name], jobs[name]
+        width, height = image.size
+        assert (job["image_width"], job["image_height"]) == (width, height), name
+        assert card.locator("svg").get_attribute("viewBox") == f"0 0 {width} {height}"
+
+        # The boxes the SVG holds lie on the objects of the upright scene...
+        in_image = drawn_in_image_coordinates(card)
+        assert match(truth, in_image)["ok"], (name, truth, in_image)
+        # ... and so do they where they are seen on the screen.
+        on_screen = [(CLASS_NAMES.index(b["class_name"]), b["box"]) for b in drawn_boxes(card)]
+        assert match(truth, on_screen)["ok"], (name, truth, on_screen)
+
+        img = card.locator("img")
+        shown = img.bounding_box()
+        assert shown is not None
+        assert img.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [width, height]
+        assert shown["width"] / shown["height"] == pytest.approx(width / height, rel=0.01)
+        assert card.locator("svg").bounding_box() == pytest.approx(shown, abs=0.5)
+        # The picture under the boxes is the upright scene, not the stored pixels.
+        card.locator("svg").evaluate("svg => { svg.style.visibility = 'hidden'; }")
+        picture = Image.open(io.BytesIO(img.screenshot()))
+        card.locator("svg").evaluate("svg => { svg.style.visibility = ''; }")
+        assert frame_of(picture, image) == 1, name
+
+    wide = done.filter(has_text="phone-held-right.jpg").locator("img")
+    assert wide.bounding_box()["width"] < 1200  # really shown scaled down
+    assert errors == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "upload-page-rotated.png", full_page=True)
 
 
 def test_refused_files_are_explained_in_words(

@@ -40,7 +40,9 @@ class Job(Base):
     height: Mapped[int] = mapped_column(Integer)
 
     # Inference parameters, fixed when the job is created.
-    model: Mapped[str] = mapped_column(String(255))
+    model: Mapped[str] = mapped_column(String(255))  # the flow's --model
+    # Of the weights a pushed model had when the job was made; None: the image's default.
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
     confidence: Mapped[float] = mapped_column(Float)
     image_size: Mapped[int] = mapped_column(Integer)
 

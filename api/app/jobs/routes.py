@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
-import uuid
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +14,7 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
+from app.config import Settings
 from app.deps import Resources, ResourcesDep, SessionDep, get_resources
 from app.errors import (
     BadRequest,
@@ -29,9 +28,19 @@ from app.errors import (
 )
 from app.jobs import repository, service
 from app.jobs.models import Job, JobStatus
-from app.jobs.schemas import CallbackAck, JobOut, JobPage, KestraCallback, UploadAccepted
+from app.jobs.schemas import (
+    MAX_MODEL_CHARS,
+    CallbackAck,
+    JobOut,
+    JobPage,
+    KestraCallback,
+    UploadAccepted,
+    UploadOptions,
+)
 from app.jobs.uploads import UploadReceiver
 from app.keys.auth import PrincipalDep
+from app.models import service as model_service
+from app.models.files import NAME_PATTERN
 from app.openapi import errors
 from app.orchestrators.base import ExecutionNotFound, OrchestratorError
 
@@ -39,12 +48,45 @@ router = APIRouter()
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 CALLBACK_MAX_BYTES = 4096
+# `<microseconds since 1970 (UTC)>_<job id>`: every string of this shape is a cursor.
+CURSOR_PATTERN = r"^(?:[0-9]{1,16}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # The body is read as a stream, not by FastAPI, so its schema is declared here.
-_FILES = {"type": "array", "items": {"type": "string", "format": "binary"}}
-_FORM = {"type": "object", "required": ["files"], "properties": {"files": _FILES}}
+_FILES = {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}
+_PARAMS = {
+    "model": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_MODEL_CHARS,
+        "pattern": NAME_PATTERN,
+        "description": "A name from `GET /v1/models` (default: the server's `MODEL`).",
+    },
+    "confidence": {
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1,
+        "description": "Minimum confidence of a detection (default: `CONFIDENCE`).",
+    },
+    "image_size": {
+        "type": "integer",
+        "minimum": 32,
+        "maximum": 4096,
+        "description": "Inference size in pixels (default: `IMAGE_SIZE`).",
+    },
+}
+_FORM = {"type": "object", "required": ["files"], "properties": {"files": _FILES, **_PARAMS}}
+_IMAGE_TYPES = "image/jpeg, image/png, image/webp"
 _UPLOAD_BODY = {
-    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FORM}}}
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": _FORM,
+                "encoding": {"files": {"contentType": _IMAGE_TYPES}},
+            }
+        },
+    }
 }
 _CALLBACK_BODY = {
     "requestBody": {
@@ -68,7 +110,7 @@ _CALLBACK_BODY = {
         429,
         507,
         s400="`empty_file`, `no_files`, `bad_request`, `invalid_idempotency_key`",
-        s422="`corrupt_image`, `idempotency_key_reused`, `invalid_request`",
+        s422="`corrupt_image`, `idempotency_key_reused`, `unknown_model`, `invalid_request`",
     ),
     openapi_extra=_UPLOAD_BODY,
 )
@@ -78,11 +120,17 @@ async def upload(
     owner: PrincipalDep,
     idempotency_key: Annotated[
         str | None,
-        Header(description=f"1-{MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters."),
+        Header(
+            description=f"1-{MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters.",
+            # Declared, not enforced by FastAPI: _checked_idempotency_key answers 400 itself.
+            json_schema_extra={"pattern": f"^[!-~]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}$"},
+        ),
     ] = None,
 ) -> UploadAccepted:
     """Send images in the multipart field `files` (JPEG, PNG or WebP). Each becomes a
-    queued job. A request is all or nothing: if any file is refused, nothing is kept.
+    queued job; the text fields `model`, `confidence` and `image_size` choose how it runs
+    (each left out is the server's default). A request is all or nothing: if any file or
+    field is refused, nothing is kept.
     Repeat a request with the same `Idempotency-Key` to get the same jobs back; the same key
     with other files or parameters is refused (422)."""
     resources = get_resources(request)  # not as a dependency: that costs a thread hop
@@ -94,9 +142,9 @@ async def upload(
         resources.storage, settings.max_upload_bytes, settings.max_files_per_request
     )
     received = await receiver.receive(request.headers.get("content-type", ""), request.stream())
-    params = service.InferenceParams(settings.model, settings.confidence, settings.image_size)
-    accepted = service.UploadRequest(owner, received, params, key)
     try:
+        params = _params(receiver.params, settings)
+        accepted = service.UploadRequest(owner, received, params, key)
         jobs = await run_in_threadpool(_create, resources, accepted)
     finally:
         receiver.discard()  # temp files that were not moved into uploads/
@@ -106,19 +154,37 @@ async def upload(
     return UploadAccepted(jobs=jobs)
 
 
+def _params(fields: dict[str, str], settings: Settings) -> service.InferenceParams:
+    """The form's parameters, checked; the settings' for those left out."""
+    try:
+        options = UploadOptions.model_validate(fields)
+    except ValidationError as exc:
+        problems = [{"loc": ["body", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+        words = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidRequest(f"The form fields are not valid: {words}.", errors=problems) from None
+    return service.InferenceParams(
+        settings.model if options.model is None else options.model,
+        settings.confidence if options.confidence is None else options.confidence,
+        settings.image_size if options.image_size is None else options.image_size,
+    )
+
+
 def _create(resources: Resources, accepted: service.UploadRequest) -> list[JobOut]:
     """A retry gets its jobs back; otherwise new jobs, committed, or no trace of them."""
     settings = resources.settings
     with resources.sessions() as session:
         if existing := service.jobs_for_retry(session, accepted):
             return _out(existing)
+        weights = model_service.resolve(
+            session, resources.storage, settings.model, accepted.params.model
+        )
         service.check_quota(
             session, accepted.owner, len(accepted.received), settings.max_unfinished_jobs_per_key
         )
         jobs: list[Job] = []
         try:
             jobs = service.create_jobs(
-                session, resources.storage, accepted, settings.max_image_pixels
+                session, resources.storage, accepted, settings.max_image_pixels, weights
             )
             session.commit()
         except IntegrityError:
@@ -163,7 +229,9 @@ def list_jobs(
     session: SessionDep,
     viewer: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, json_schema_extra={"pattern": CURSOR_PATTERN})
+    ] = None,
     status: JobStatus | None = None,
 ) -> JobPage:
     """Page through this key's jobs (an admin key: everyone's) with `limit` and the
@@ -286,18 +354,14 @@ def _check_token(resources: Resources, authorization: str | None) -> None:
 
 
 def _encode_cursor(created_at: datetime, job_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{job_id}".encode()).decode()
+    return f"{(created_at - _EPOCH) // timedelta(microseconds=1)}_{job_id}"
 
 
 def _decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    """Only what _encode_cursor makes: an aware timestamp and a job id."""
+    """Only what _encode_cursor makes: checked here, so a bad one is a 400 like before."""
     if not cursor:
         return None
-    try:
-        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        created_at = datetime.fromisoformat(created)
-        if created_at.tzinfo is None:
-            raise ValueError("naive timestamp")
-        return created_at.astimezone(UTC), str(uuid.UUID(job_id))
-    except (binascii.Error, ValueError, UnicodeError, OverflowError):
-        raise BadRequest("The cursor is not valid.") from None
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
+        raise BadRequest("The cursor is not valid.")
+    micros, job_id = cursor.split("_", 1)
+    return _EPOCH + timedelta(microseconds=int(micros)), job_id

@@ -32,6 +32,7 @@ _EXAMPLE: dict[str, Any] = {
     "image_width": 640,
     "image_height": 480,
     "model": "yolo11n.pt",
+    "model_sha256": None,
     "inference_ms": 73.2,
     "detections": [{"class_id": 0, "class_name": "person", "confidence": 0.91, "box": _BOX}],
 }
@@ -51,8 +52,13 @@ class JobOut(BaseModel):
     image_height: int = Field(validation_alias="height")
     size_bytes: int
     sha256: str
-    model: str
+    model: str = Field(description="What the flow loaded: `models/<name>`, or the default.")
+    model_sha256: str | None = Field(
+        description="The digest of the weights it ran with (None: the inference image's "
+        "default model)."
+    )
     confidence: float
+    image_size: int
     batch_id: str | None = Field(description="Jobs sent together in one execution share it.")
     execution_id: str | None = Field(description="The orchestrator's (Kestra's) execution id.")
     orchestrator_state: str | None
@@ -79,6 +85,19 @@ class JobOut(BaseModel):
     @classmethod
     def of(cls, job: Job) -> JobOut:
         return cls.model_validate(job, from_attributes=True)
+
+
+MAX_MODEL_CHARS = 255
+
+
+class UploadOptions(BaseModel):
+    """The form fields of an upload besides `files`; each left out is the server's setting."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: str | None = Field(default=None, min_length=1, max_length=MAX_MODEL_CHARS)
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    image_size: int | None = Field(default=None, ge=32, le=4096)
 
 
 class UploadAccepted(BaseModel):

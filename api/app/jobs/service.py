@@ -17,6 +17,7 @@ from app.jobs.models import Job, JobStatus
 from app.jobs.uploads import ReceivedFile
 from app.keys.service import OPEN, Principal
 from app.logs import job_context
+from app.models.service import Weights
 from app.orchestrators.base import Execution, Phase, Submission
 from app.storage import ResultUnavailable, SharedStorage
 
@@ -39,6 +40,9 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class InferenceParams:
+    """As the request asked, or the settings' defaults: `model` as it was named; the weights
+    it means are resolved when the jobs are made (models.service.resolve)."""
+
     model: str
     confidence: float
     image_size: int
@@ -98,11 +102,16 @@ def check_quota(session: Session, owner: Principal, adding: int, cap: int) -> No
 
 
 def create_jobs(
-    session: Session, storage: SharedStorage, request: UploadRequest, max_pixels: int
+    session: Session,
+    storage: SharedStorage,
+    request: UploadRequest,
+    max_pixels: int,
+    weights: Weights,
 ) -> list[Job]:
-    """Validate files and add a queued job for each. Files are placed and fsynced (while being
-    decoded) before any row is sent, so a committed job always has its upload and the
-    connection is held only for INSERT and COMMIT. On failure the files are removed."""
+    """Validate files and add a queued job for each, to run with `weights`. Files are placed
+    and fsynced (while being decoded) before any row is sent, so a committed job always has
+    its upload and the connection is held only for INSERT and COMMIT. On failure the files
+    are removed."""
     now = utcnow()
     received, params = request.received, request.params
     ids = [str(uuid.uuid4()) for _ in received]
@@ -125,7 +134,8 @@ def create_jobs(
                     sha256=item.sha256,
                     width=info.width,
                     height=info.height,
-                    model=params.model,
+                    model=weights.model,
+                    model_sha256=weights.sha256,
                     confidence=params.confidence,
                     image_size=params.image_size,
                     owner_key_id=request.owner.key_id,

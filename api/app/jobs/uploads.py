@@ -1,7 +1,8 @@
 """Receive `multipart/form-data` uploads as a stream, straight into temp files.
 
 Starlette's form parser would spool whole files first; here limits apply as the body arrives,
-and the first bytes are sniffed before the rest is stored. Nothing is held whole in memory."""
+and the first bytes are sniffed before the rest is stored. Nothing is held whole in memory:
+besides the files, only the few small parameter fields are kept (bounded), others dropped."""
 
 from __future__ import annotations
 
@@ -14,11 +15,20 @@ from pathlib import Path
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from app.errors import BadRequest, EmptyFile, NoFiles, PayloadTooLarge, TooManyFiles
+from app.errors import (
+    BadRequest,
+    EmptyFile,
+    InvalidRequest,
+    NoFiles,
+    PayloadTooLarge,
+    TooManyFiles,
+)
 from app.imaging import sniff_format
 from app.storage import SharedStorage, TempUpload
 
 FILE_FIELD = "files"
+PARAM_FIELDS = ("model", "confidence", "image_size")
+MAX_PARAM_BYTES = 1024  # per parameter field; a model name has at most 255 characters
 _SNIFF_BYTES = 16
 _MAX_HEADER_BYTES = 8 * 1024
 _MAX_FILENAME_CHARS = 255
@@ -42,6 +52,8 @@ class _Part:
     head: bytes = b""
     format: str = ""
     digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    param: str | None = None  # one of PARAM_FIELDS, being captured
+    value: bytes = b""
 
 
 def sanitize_filename(raw: bytes | None) -> str | None:
@@ -64,6 +76,7 @@ class UploadReceiver:
         self._max_bytes = max_bytes
         self._max_files = max_files
         self._files: list[ReceivedFile] = []
+        self.params: dict[str, str] = {}  # the PARAM_FIELDS sent, as text
         self._temps: list[TempUpload] = []
         self._part = _Part()
         self._header_field = self._header_value = b""
@@ -93,7 +106,7 @@ class UploadReceiver:
             async for chunk in body:
                 parser.write(chunk)
             parser.finalize()
-            if self._part.temp is not None:  # body ended inside a file part
+            if self._part.temp is not None or self._part.param is not None:  # inside a part
                 raise BadRequest("The multipart body ended before the last part was complete.")
             if not self._files:
                 raise NoFiles(f"No file found in the form field '{FILE_FIELD}'.")
@@ -129,8 +142,15 @@ class UploadReceiver:
 
     def _on_headers_finished(self) -> None:
         _, params = parse_options_header(self._part.headers.get(b"content-disposition", b""))
-        if params.get(b"name") != FILE_FIELD.encode() or b"filename" not in params:
+        name = params.get(b"name", b"").decode("latin-1")
+        if name in PARAM_FIELDS:
+            if name in self.params:
+                raise _invalid_param(name, "the field is given more than once")
+            self._part.param = name
+            return
+        if name != FILE_FIELD:
             return  # other fields are ignored (their data is dropped as it streams)
+        # A part of the field is a file with or without a filename (RFC 7578: "SHOULD").
         if len(self._files) >= self._max_files:
             raise TooManyFiles(
                 f"At most {self._max_files} files per request.", max_files=self._max_files
@@ -141,6 +161,9 @@ class UploadReceiver:
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._part
+        if part.param is not None:
+            self._capture(part, data[start:end])
+            return
         if part.temp is None:
             return
         chunk = data[start:end]
@@ -160,6 +183,10 @@ class UploadReceiver:
 
     def _on_part_end(self) -> None:
         part = self._part
+        if part.param is not None:
+            self.params[part.param] = _text(part.param, part.value)
+            self._part = _Part()
+            return
         if part.temp is None:
             return
         # No fsync on the event loop: it is synced once moved into uploads/, before commit.
@@ -172,7 +199,28 @@ class UploadReceiver:
         )
         self._part = _Part()
 
+    @staticmethod
+    def _capture(part: _Part, chunk: bytes) -> None:
+        assert part.param is not None
+        part.value += chunk
+        if len(part.value) > MAX_PARAM_BYTES:
+            raise _invalid_param(part.param, f"at most {MAX_PARAM_BYTES} bytes")
+
     def _count_header(self, n: int) -> None:
         self._header_bytes += n
         if self._header_bytes > _MAX_HEADER_BYTES:
             raise BadRequest("A multipart part has oversized headers.")
+
+
+def _text(name: str, value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _invalid_param(name, "not UTF-8 text") from None
+
+
+def _invalid_param(name: str, why: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"The form field '{name}' is not valid: {why}.",
+        errors=[{"loc": ["body", name], "msg": why}],
+    )

@@ -24,7 +24,7 @@ def list_keys(session: SessionDep, _: AdminDep) -> KeyList:
     status_code=201,
     response_model=KeyCreated,
     summary="Create an API key",
-    responses=errors(400, 403, s400="`bad_request`: the name is taken"),
+    responses=errors(400, 403, 409, s409="`name_taken`"),
 )
 def create_key(body: KeyIn, session: SessionDep, _: AdminDep) -> KeyCreated:
     """The answer holds the new key; it is shown this once."""

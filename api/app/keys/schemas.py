@@ -8,9 +8,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.keys.models import ApiKey
 
+_PRINTABLE = r"[^\x00-\x1f\x7f-\x9f]"
+_NAME = rf"^{_PRINTABLE}*[^\s\x00-\x1f\x7f-\x9f]{_PRINTABLE}*$"
+
 
 class KeyIn(BaseModel):
-    name: str = Field(min_length=1, max_length=64, pattern=r"\S", examples=["alice"])
+    model_config = ConfigDict(strict=True)  # `"admin": 0` is not a boolean
+
+    # Some visible character, no control characters (NUL cannot be stored; strip() would
+    # remove the C0 separators \x1c-\x1f and leave an empty name).
+    name: str = Field(min_length=1, max_length=64, pattern=_NAME, examples=["alice"])
     admin: bool = Field(default=False, description="May manage keys and see every job.")
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest, NameTaken, NotFound
 from app.keys.models import ApiKey
 
 KEY_PREFIX = "yk_"
@@ -50,7 +50,7 @@ def create(
     if not name or len(name) > 64:
         raise BadRequest("A key's name must have 1 to 64 characters.", name=name)
     if session.scalars(select(ApiKey.id).where(ApiKey.name == name)).first():
-        raise BadRequest(f"A key named {name!r} exists already.", name=name)
+        raise NameTaken(f"A key named {name!r} exists already.", name=name)
     raw = raw or generate()
     key = ApiKey(
         id=str(uuid.uuid4()),
@@ -92,7 +92,8 @@ def listed(session: Session) -> Sequence[ApiKey]:
 def revoke(session: Session, name_or_id: str) -> ApiKey:
     """Idempotent: revoking a revoked key changes nothing."""
     stmt = select(ApiKey).where((ApiKey.name == name_or_id) | (ApiKey.id == name_or_id))
-    key = session.scalars(stmt).one_or_none()
+    # No name holds a NUL (KeyIn), and Postgres cannot even compare one: it is not found.
+    key = None if "\x00" in name_or_id else session.scalars(stmt).one_or_none()
     if key is None:
         raise NotFound(f"No key named {name_or_id!r}.", key=name_or_id)
     key.revoked_at = key.revoked_at or datetime.now(UTC)

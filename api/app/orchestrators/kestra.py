@@ -46,6 +46,10 @@ class KestraOrchestrator:
         self._flow_id = settings.kestra_flow_id
         self._attempts = retry_attempts
         self._backoff_s = retry_backoff_s
+        self._grace_s = settings.kestra_visibility_grace_s
+        # Batches whose create may have reached Kestra without an answer, and when: Kestra
+        # queues a new execution, so search finds it only a little later.
+        self._unclear: dict[str, float] = {}
 
     def submit(self, submission: Submission) -> Execution:
         """Create an execution labelled with the batch id. A connect failure is just retried
@@ -62,6 +66,8 @@ class KestraOrchestrator:
                 return self._create(submission)
             except _Transient as exc:
                 last = exc
+                if exc.maybe_sent:
+                    self._unclear[submission.batch_id] = time.monotonic()
                 log.warning(
                     "kestra.submit_retry", extra={"attempt": attempt + 1, "reason": str(exc)}
                 )
@@ -69,6 +75,20 @@ class KestraOrchestrator:
         raise last
 
     def find_by_batch(self, batch_id: str) -> Execution | None:
+        """The batch's execution. After an unclear create of this batch, keep looking until
+        the grace has passed since it (KESTRA_VISIBILITY_GRACE_S): Kestra shows a new
+        execution to search only once it has left its queue, and "not found" before then
+        would start the batch twice."""
+        while True:
+            found = self._search_batch(batch_id)
+            since = self._unclear.get(batch_id)
+            left = 0.0 if since is None else since + self._grace_s - time.monotonic()
+            if found is not None or left <= 0:
+                self._unclear.pop(batch_id, None)
+                return found
+            time.sleep(min(0.25, left))
+
+    def _search_batch(self, batch_id: str) -> Execution | None:
         params = {
             "filters[namespace][EQUALS]": self._namespace,
             "filters[flowId][EQUALS]": self._flow_id,

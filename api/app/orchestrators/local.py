@@ -8,6 +8,7 @@ Kestra callback takes.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import threading
 import uuid
@@ -37,6 +38,8 @@ class LocalOrchestrator:
         self._script = settings.local_detect_script.resolve()
         self._data_dir = settings.shared_data_dir.resolve()
         self._timeout_s = settings.local_timeout_s
+        allow = "true" if settings.allow_model_download else "false"
+        self._env = {**os.environ, "YOLO_ALLOW_DOWNLOAD": allow}
         self._reporter = reporter
         self._pool = ThreadPoolExecutor(settings.local_max_parallel, thread_name_prefix="local-run")
         self._executions: dict[str, Execution] = {}
@@ -98,7 +101,12 @@ class LocalOrchestrator:
         ]
         try:
             proc = subprocess.run(
-                command, capture_output=True, text=True, timeout=self._timeout_s, check=False
+                command,
+                capture_output=True,
+                text=True,
+                timeout=self._timeout_s,
+                check=False,
+                env=self._env,
             )
         except subprocess.TimeoutExpired:
             return Execution(

@@ -103,7 +103,8 @@ def test_an_admin_creates_a_key_shown_once_and_stored_as_a_hash(client: TestClie
         stored = session.scalars(select(ApiKey).where(ApiKey.name == "alice")).one()
         assert key not in (stored.key_hash, stored.prefix, stored.name)
     taken = client.post("/v1/keys", json={"name": "alice"}, headers=admin)
-    assert taken.status_code == 400
+    assert taken.status_code == 409
+    assert taken.json()["error"]["code"] == "name_taken"
 
 
 def test_unfinished_jobs_are_capped_per_key(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from urllib.parse import parse_qs
 
+import httpx
 import pytest
 
 from app.orchestrators.base import (
@@ -17,6 +18,7 @@ from app.orchestrators.base import (
 from app.orchestrators.kestra import KestraOrchestrator
 from tests.api.conftest import SettingsFactory, kestra_settings
 from tests.support.kestra_standin import KestraStandin
+from tests.support.net import free_port
 
 BATCH_ID = "0e2b7c1a-3f4d-4c8e-9a6b-5d1f2e3c4b5a"
 JOBS = (
@@ -152,7 +154,9 @@ def test_5xx_is_retried_after_looking_the_label_up(
     execution = adapter.submit(SUBMISSION)
     assert len(kestra.state.executions) == 1
     methods = [(r["method"], r["path"].rsplit("/", 1)[-1]) for r in kestra.state.requests]
-    assert methods == [("POST", "yolo-detect"), ("GET", "search"), ("POST", "yolo-detect")]
+    # Created again only after looking the label up for the visibility grace.
+    assert methods[0] == methods[-1] == ("POST", "yolo-detect")
+    assert set(methods[1:-1]) == {("GET", "search")}
     assert execution.batch_id == BATCH_ID
 
 
@@ -162,6 +166,33 @@ def test_created_then_500_is_not_started_twice(
     kestra.state.faults.create_then_fail = True
     execution = adapter.submit(SUBMISSION)
     assert list(kestra.state.executions) == [execution.id]
+
+
+@pytest.mark.parametrize("fault", ["create_then_fail", "delay_s"])
+def test_an_unclear_create_is_not_repeated_while_kestra_still_queues_it(
+    make_settings: SettingsFactory, kestra: KestraStandin, fault: str
+) -> None:
+    # Kestra creates asynchronously: the execution shows in search only after a while.
+    kestra.state.visibility_delay_s = 1.5
+    overrides = {"kestra_visibility_grace_s": 4.0, "kestra_read_timeout_s": 0.3}
+    adapter = KestraOrchestrator(make_settings(**{**kestra_settings(kestra), **overrides}))
+    if fault == "create_then_fail":
+        kestra.state.faults.create_then_fail = True  # created, then answered 500
+    else:
+        kestra.state.faults.delay_s = 0.6  # created, but answered after the read timeout
+    execution = adapter.submit(SUBMISSION)
+    assert list(kestra.state.executions) == [execution.id]  # one execution for the batch
+
+
+def test_the_queue_window_is_real_without_the_grace(
+    make_settings: SettingsFactory, kestra: KestraStandin
+) -> None:
+    """What the grace prevents: looking once, right away, misses the queued execution."""
+    kestra.state.visibility_delay_s = 1.5
+    settings = make_settings(**{**kestra_settings(kestra), "kestra_visibility_grace_s": 0.0})
+    kestra.state.faults.create_then_fail = True
+    KestraOrchestrator(settings, retry_backoff_s=0.01).submit(SUBMISSION)
+    assert len(kestra.state.executions) == 2  # the batch started twice
 
 
 def test_persistent_5xx_is_unavailable(adapter: KestraOrchestrator, kestra: KestraStandin) -> None:
@@ -187,3 +218,20 @@ def test_read_timeout_then_label_lookup(
     kestra.state.faults.delay_s = 0.6  # Kestra creates the execution, but answers too late
     execution = adapter.submit(SUBMISSION)
     assert list(kestra.state.executions) == [execution.id]
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [("admin", "Admin1234"), ("admin@example.com", "admin1234"), ("admin@example.com", "Ab1")],
+)
+def test_the_standin_like_kestra_refuses_credentials_kestra_would_not_store(
+    username: str, password: str
+) -> None:
+    standin = KestraStandin(free_port(), username=username, password=password)
+    standin.start()
+    try:
+        flow = f"{standin.url}/api/v1/main/flows/inference/yolo-detect"
+        answer = httpx.get(flow, auth=(username, password), timeout=5)
+    finally:
+        standin.stop()
+    assert answer.status_code == 401  # every call, even with exactly these credentials

@@ -1,0 +1,1 @@
+"""Models on the shared volume: weights pushed by admins, chosen per upload."""

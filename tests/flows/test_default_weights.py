@@ -1,0 +1,101 @@
+"""flows/detect.py and a bare model name: the volume's models/, then the weights the image
+ships, and a download only when allowed; `--seed` puts the image's weights on the volume."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DETECT_PY = ROOT / "flows" / "detect.py"
+WEIGHTS = ROOT / "tests" / "fixtures" / "model" / "shapes.pt"
+
+
+@pytest.fixture
+def detect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """detect.py as a module, with the official images' weights folder under tmp_path."""
+    spec = importlib.util.spec_from_file_location("detect_weights_under_test", DETECT_PY)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "OFFICIAL_IMAGE_WORKDIR", tmp_path / "ultralytics")
+    monkeypatch.delenv("YOLO_ALLOW_DOWNLOAD", raising=False)
+    (tmp_path / "data" / "models").mkdir(parents=True)
+    (tmp_path / "ultralytics").mkdir()
+    return module
+
+
+def test_the_volumes_copy_comes_first(detect: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "data" / "models" / "yolo11n.pt").write_bytes(b"pushed")
+    (tmp_path / "ultralytics" / "yolo11n.pt").write_bytes(b"shipped")
+    found = detect._resolve_model(tmp_path / "data", "yolo11n.pt")
+    assert Path(found) == (tmp_path / "data" / "models" / "yolo11n.pt").resolve()
+
+
+def test_then_the_weights_the_image_ships(detect: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "ultralytics" / "yolo11n.pt").write_bytes(b"shipped")
+    found = detect._resolve_model(tmp_path / "data", "yolo11n.pt")
+    assert Path(found) == (tmp_path / "ultralytics" / "yolo11n.pt").resolve()
+
+
+def test_a_missing_model_says_how_to_add_one(detect: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(detect.DetectError) as exc:
+        detect._resolve_model(tmp_path / "data", "yolo11n.pt")
+    assert "yoloctl models push" in str(exc.value)
+    assert "ALLOW_MODEL_DOWNLOAD=true" in str(exc.value)
+
+
+def test_a_download_only_when_allowed(
+    detect: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("YOLO_ALLOW_DOWNLOAD", "true")
+    assert detect._resolve_model(tmp_path / "data", "yolo11n.pt") == "yolo11n.pt"
+
+
+def seed(data: Path, name: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """`detect.py --seed NAME`, with the official images' folder at `workdir`."""
+    wrapper = (
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('d', sys.argv[1])\n"
+        "d = importlib.util.module_from_spec(spec); spec.loader.exec_module(d)\n"
+        "from pathlib import Path; d.OFFICIAL_IMAGE_WORKDIR = Path(sys.argv[2])\n"
+        "sys.exit(d.main(sys.argv[3:]))\n"
+    )
+    command = [sys.executable, "-c", wrapper, str(DETECT_PY), str(workdir)]
+    return subprocess.run(
+        [*command, "--seed", name, "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_seed_copies_the_shipped_weights_once(tmp_path: Path) -> None:
+    data, workdir = tmp_path / "data", tmp_path / "ultralytics"
+    (data / "models").mkdir(parents=True)
+    workdir.mkdir()
+    (workdir / "yolo11n.pt").write_bytes(WEIGHTS.read_bytes())
+    first = seed(data, "yolo11n.pt", workdir)
+    assert first.returncode == 0, first.stderr
+    assert (data / "models" / "yolo11n.pt").read_bytes() == WEIGHTS.read_bytes()
+    assert (data / "models" / "yolo11n.pt").stat().st_mode & 0o777 == 0o644
+    (workdir / "yolo11n.pt").write_bytes(b"a newer image")
+    again = seed(data, "yolo11n.pt", workdir)
+    assert again.returncode == 0
+    assert "already" in again.stderr
+    assert (data / "models" / "yolo11n.pt").read_bytes() == WEIGHTS.read_bytes()  # kept
+
+
+def test_seed_without_shipped_weights_is_not_an_error(tmp_path: Path) -> None:
+    (tmp_path / "data" / "models").mkdir(parents=True)
+    done = seed(tmp_path / "data", "models/custom.pt", tmp_path / "nowhere")
+    assert done.returncode == 0
+    assert "ships no custom.pt" in done.stderr
+    assert list((tmp_path / "data" / "models").iterdir()) == []
