@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from app.jobs.models import Job
 
-RESULT_SCHEMA_VERSION = 1
 MAX_DETECTIONS = 10_000
 # Boxes may overhang the image by rounding; more than this is not a box of this image.
 _BOX_SLACK_PX = 2.0
