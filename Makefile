@@ -8,7 +8,7 @@ PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
 .PHONY: help install dev test lint format typecheck unit docker-test e2e inference-image migrate \
-        up up-offline down offline-images build-metrics bench lock clean
+        up up-offline up-standin down offline-images export-images load-images build-metrics bench lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -57,14 +57,37 @@ inference-image: ## Build the offline inference image yolo-inference:local (Debi
 migrate: $(STAMP) ## Apply the Alembic migrations to DATABASE_URL (and lay out SHARED_DATA_DIR)
 	PYTHONPATH=api $(PY) -m app.bootstrap
 
+# Builds behind a TLS-inspecting proxy need the system's CA bundle: compose hands it to the
+# API build as a BuildKit secret (never a layer) unless BUILD_CA_BUNDLE names another one.
+export SYSTEM_CA_BUNDLE := $(wildcard /etc/ssl/certs/ca-certificates.crt)
+OFFLINE := -f docker-compose.yml -f docker-compose.offline.yml
+# Development only: tests/e2e's override swaps Kestra for the test stand-in (tests/support).
+STANDIN := $(OFFLINE) -f tests/e2e/docker-compose.e2e.yml
+STANDIN_INFERENCE_IMAGE := yolo-inference:fixture-weights
+
 up: ## docker compose up (the whole stack)
-	docker compose up -d --wait
+	docker compose up -d --build --wait
 
 up-offline: ## docker compose up with the local stand-in images (no registry; see offline-images)
-	docker compose -f docker-compose.yml -f docker-compose.offline.yml up -d --wait
+	docker compose $(OFFLINE) up -d --build --wait
+	@echo "api and postgres are up, Kestra is not: uploads wait, queued (README: No registry)."
 
-down: ## Stop the stack (volumes are kept)
-	docker compose down
+up-standin: ## Development only: up-offline plus the Kestra *test stand-in*, which runs real inference containers with the fixture model
+	docker/inference/build.sh
+	. docker/lib.sh && pick_docker_client && $$DOCKER build -q -t $(STANDIN_INFERENCE_IMAGE) \
+	  --build-arg MODEL_NAME=shapes.pt -f tests/e2e/inference-weights/Dockerfile tests/fixtures/model
+	INFERENCE_IMAGE=$(STANDIN_INFERENCE_IMAGE) MODEL=shapes.pt docker compose $(STANDIN) up -d --build --wait
+
+down: ## Stop the stack, the stand-in too (volumes are kept)
+	docker compose $(STANDIN) down
+
+ARCHIVE ?= yolo-stack-images.tar
+
+export-images: ## Save every image the stack needs into ARCHIVE (+ manifest, ARCHIVE.sha256); names what this engine lacks
+	$(PYTHON) scripts/airgap.py export $(ARCHIVE)
+
+load-images: ## On an offline host: check and docker-load ARCHIVE, then start the stack from it (nothing built or pulled)
+	$(PYTHON) scripts/airgap.py load $(ARCHIVE)
 
 offline-images: ## Build stand-ins for python:3.13-slim and postgres:17 from Debian (root, debootstrap)
 	docker/offline/build-images.sh

@@ -27,7 +27,8 @@ Command line (the API depends on it exactly)::
   ``DIR/models/<name>``, else the weights the image ships under that name;
   Ultralytics downloads it only with ``YOLO_ALLOW_DOWNLOAD=true`` (see
   ``_resolve_model``). ``--seed NAME`` copies the image's weights of that name
-  to ``DIR/models/`` (once) and exits.
+  to ``DIR/models/`` (once) and exits; it exits 1 with one line when NAME
+  cannot be found at all (see ``seed``).
 * The model is loaded once per run; each prediction is exactly
   ``model.predict(image, conf=CONF, imgsz=IMGSZ, verbose=False)`` with
   ``model = YOLO(MODEL)``: no other non-default argument, so calling
@@ -636,7 +637,9 @@ def run(args: argparse.Namespace, out) -> int:
 def seed(argv: list[str]) -> int:
     """``detect.py --seed NAME --data-dir DIR``: copy the weights the image ships as NAME to
     ``DIR/models/NAME`` unless a file is there already (compose runs it once, before Kestra
-    runs any task, in the inference image). Nothing to copy is not an error."""
+    runs any task, in the inference image). Nothing to copy is fine while NAME is found
+    otherwise (``_resolve_model``); a NAME found nowhere exits 1, so compose starts no Kestra
+    whose every task would fail."""
     p = argparse.ArgumentParser(prog="detect.py --seed")
     p.add_argument("--seed", required=True, metavar="NAME")
     p.add_argument("--data-dir", required=True, type=Path)
@@ -646,12 +649,34 @@ def seed(argv: list[str]) -> int:
     shipped = shipped_weights(name)
     if target.is_file():
         print(f"models/{name} is on the shared volume already", file=sys.stderr)
-    elif shipped is None:
-        print(f"the image ships no {name}: push a model (yoloctl models push)", file=sys.stderr)
-    else:
+    elif shipped is not None:
         _atomic_write(target, shipped.read_bytes())
         print(f"copied {shipped} to models/{name}", file=sys.stderr)
+    else:
+        try:
+            found = _resolve_model(args.data_dir, args.seed)
+        except DetectError:
+            _log(f"error: {_unseeded(args.seed)}")
+            return 1
+        how = f"use {found}" if Path(found).is_file() else "may download it"
+        print(f"the image ships no {name}; tasks {how}", file=sys.stderr)
     return 0
+
+
+def _unseeded(model: str) -> str:
+    """What to change when MODEL is found nowhere (one line: the compose step's only output)."""
+    path = Path(model)
+    if path.is_absolute() or len(path.parts) > 1:  # a path: looked up, never downloaded
+        return (
+            f"MODEL={model} is not a file on the shared volume: push it with `yoloctl models "
+            "push`, or set MODEL in .env to a model that is there"
+        )
+    return (
+        f"MODEL={model} is neither on the shared volume (models/{model}) nor in the "
+        "inference image, and downloads are off: push it with `yoloctl models push`, set "
+        "MODEL in .env to a model that is there, or set ALLOW_MODEL_DOWNLOAD=true with "
+        "TASK_NETWORK=bridge"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

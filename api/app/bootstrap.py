@@ -3,14 +3,17 @@ before the API starts (compose and `make dev` run it)."""
 
 import logging
 import shutil
+import sys
 
 from alembic import command
 from alembic.config import Config
 
-from app.config import Settings, load_settings
+from app.config import Refusal, Settings, load_settings
 from app.db import make_engine, make_session_factory, session_scope
+from app.dbwait import wait_for_database
 from app.keys import service as keys
 from app.logs import configure_logging
+from app.startup import check_model, check_orchestrator
 from app.storage import SharedStorage
 
 log = logging.getLogger("app.bootstrap")
@@ -38,6 +41,10 @@ def add_admin_key(settings: Settings) -> None:
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
+    # Refuse before changing anything: compose starts nothing else when this step fails.
+    check_orchestrator(settings)
+    check_model(settings)
+    wait_for_database(settings)
     storage = SharedStorage(settings.shared_data_dir)
     storage.prepare()
     migrate(settings.database_url)
@@ -54,4 +61,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Refusal as exc:
+        sys.exit(str(exc))  # the one line on stderr, exit status 1

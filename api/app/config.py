@@ -7,10 +7,15 @@ import sys
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_ADMIN_KEY_CHARS = 32  # guessable keys are refused at start
+
+
+class Refusal(Exception):
+    """A configuration this process cannot run, in one line saying what to change (bootstrap
+    prints it and exits 1; the API logs it: app.startup.RefusalGuard)."""
 
 
 def kestra_credentials_problem(username: str, password: str) -> str | None:
@@ -46,6 +51,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./shared-data/dev.sqlite3"
     db_pool_size: int = 5
     db_connect_timeout_s: int = 5
+    # Bootstrap waits this long for a database server that is still starting, then refuses.
+    db_wait_s: float = Field(default=30.0, ge=0.0)
     shared_data_dir: Path = Path("shared-data")
 
     orchestrator: OrchestratorKind = OrchestratorKind.LOCAL
@@ -138,5 +145,15 @@ def load_settings() -> Settings:
     """Read the environment; exit with a readable message if it is incomplete."""
     try:
         return Settings()
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise SystemExit(f"Invalid configuration: {exc}") from None
+    except ValidationError as exc:
+        problems = (f"{_variable(e['loc'])}: {_message(e['msg'])}" for e in exc.errors())
+        raise Refusal(f"Invalid configuration: {'; '.join(problems)}") from None
+
+
+def _message(msg: str) -> str:
+    return msg.removeprefix("Value error, ")  # pydantic's prefix for our validators' words
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """A field's environment variable (model-wide checks have no field)."""
+    return ".".join(str(part).upper() for part in loc) or "settings"

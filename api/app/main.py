@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import health, ui
+from app import docs, health, ui
 from app.config import OrchestratorKind, Settings, load_settings
 from app.db import make_engine, make_session_factory, session_scope
 from app.deps import Resources
@@ -19,6 +19,7 @@ from app.middleware import HardeningMiddleware
 from app.models import routes as model_routes
 from app.orchestrators.base import Execution, Orchestrator
 from app.orchestrators.kestra import KestraOrchestrator
+from app.startup import RefusalGuard, check_orchestrator
 from app.storage import SharedStorage
 from app.workers.dispatcher import Dispatcher
 from app.workers.reconciler import Reconciler
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         conf = settings or load_settings()
         configure_logging(conf.log_level)
+        check_orchestrator(conf)
         resources = _open(conf)
         app.state.resources = resources
         if conf.workers_enabled:
@@ -73,14 +75,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # FastAPI's own pages load Swagger UI and ReDoc from a CDN; app/docs.py serves them.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(HardeningMiddleware)
+    app.add_middleware(RefusalGuard)
     app.include_router(health.router)
     app.include_router(job_routes.router)
     app.include_router(key_routes.router)
     app.include_router(model_routes.router)
     app.include_router(ui.router)
+    docs.install(app)
     return app
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from app.config import OrchestratorKind, Settings, load_settings
+from app.config import OrchestratorKind, Refusal, Settings, load_settings
 from tests.conftest import ROOT
 
 
@@ -24,7 +24,7 @@ def test_kestra_mode_requires_its_secrets(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("ORCHESTRATOR", "kestra")
     monkeypatch.delenv("KESTRA_PASSWORD", raising=False)
     monkeypatch.delenv("CALLBACK_TOKEN", raising=False)
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(Refusal) as exc:
         load_settings()
     assert "KESTRA_PASSWORD and CALLBACK_TOKEN must be set" in str(exc.value)
 
@@ -43,6 +43,7 @@ def test_server_refuses_to_start_without_the_secret() -> None:
     )
     assert proc.returncode != 0
     assert "CALLBACK_TOKEN must be set" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr  # one line, logged by RefusalGuard
 
 
 @pytest.mark.parametrize(
@@ -67,7 +68,7 @@ def test_credentials_kestra_would_refuse_stop_start_up(
         "CALLBACK_TOKEN": "token",
     }.items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(Refusal) as exc:
         load_settings()
     assert words in str(exc.value)
     assert "Kestra would refuse every call" in str(exc.value)

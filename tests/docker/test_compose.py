@@ -61,6 +61,28 @@ def test_compose_refuses_to_start_without_a_required_secret(
     assert "CALLBACK_TOKEN" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({}, ROOT / "docker" / "no-extra-ca.pem"),
+        ({"SYSTEM_CA_BUNDLE": "/certs/system.pem"}, Path("/certs/system.pem")),
+        (
+            {"SYSTEM_CA_BUNDLE": "/certs/system.pem", "BUILD_CA_BUNDLE": "/certs/mine.pem"},
+            Path("/certs/mine.pem"),
+        ),
+    ],
+    ids=["none", "system", "env-wins"],
+)
+def test_the_build_ca_bundle_is_the_chosen_one_then_the_systems(
+    compose: list[str], docker: Docker, given: dict[str, str], expected: Path
+) -> None:
+    """`make` passes the system bundle as SYSTEM_CA_BUNDLE; BUILD_CA_BUNDLE (.env) wins."""
+    env = {**secrets_env(), **given}
+    proc = run_compose(compose, [*FILES, "config", "--format", "json"], env, docker)
+    assert proc.returncode == 0, proc.stderr
+    assert Path(json.loads(proc.stdout)["secrets"]["ca"]["file"]) == expected
+
+
 def test_compose_model(compose: list[str], docker: Docker) -> None:
     env = secrets_env()
     proc = run_compose(compose, [*FILES, "config", "--format", "json"], env, docker)
@@ -115,6 +137,8 @@ def test_compose_model(compose: list[str], docker: Docker) -> None:
     assert over["inference-image"]["image"] == "m/yolo:1"
     seed = services["inference-image"]
     assert seed["command"] == ["--seed", "yolo11n.pt", "--data-dir", "/data"]
+    # A MODEL found nowhere stops the seed step (and so Kestra) unless tasks may download it.
+    assert seed["environment"]["YOLO_ALLOW_DOWNLOAD"] == "false"
     assert seed["network_mode"] == "none"
     assert seed["user"] == "1000:1000"
     assert services["kestra"]["depends_on"]["inference-image"]["required"] is True

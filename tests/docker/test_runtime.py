@@ -208,3 +208,30 @@ def test_read_only_root_filesystem(
     assert checks["database"] == "ok"
     assert checks["storage"] == "ok"
     assert checks["orchestrator"].startswith("unreachable")
+
+
+LOCAL_REFUSAL = (
+    "ORCHESTRATOR=local runs flows/detect.py with the host's Ultralytics (make dev); "
+    "this image has neither: set ORCHESTRATOR=kestra in .env"
+)
+
+
+def test_orchestrator_local_is_refused_in_one_line_by_bootstrap_and_the_api(
+    docker: Docker, api_image: BuiltImage, unique_name: str, cleanup: list[tuple[str, str]]
+) -> None:
+    """The image has no Local adapter: bootstrap (what stops `compose up`) and the API itself
+    each say what to change in one line, and exit non-zero instead of a traceback loop."""
+    volume = f"{unique_name}-data"
+    docker("volume", "create", volume)
+    cleanup.append(("volume", volume))
+    run = ["run", "--rm", "-v", f"{volume}:/data", *HARDENING, "-e", "ORCHESTRATOR=local"]
+    bootstrap = docker(*run, api_image.tag, "python", "-m", "app.bootstrap", check=False)
+    assert bootstrap.returncode == 1, bootstrap.stdout + bootstrap.stderr
+    assert bootstrap.stderr.strip().splitlines() == [LOCAL_REFUSAL]
+    assert bootstrap.stdout.strip() == ""
+
+    api = docker(*run, api_image.tag, check=False, timeout=120)  # the image's uvicorn command
+    assert api.returncode != 0
+    assert "Traceback" not in api.stdout + api.stderr
+    refused = [json.loads(line) for line in api.stdout.splitlines() if '"api.refused"' in line]
+    assert [entry["reason"] for entry in refused] == [LOCAL_REFUSAL]

@@ -4,6 +4,7 @@ ships, and a download only when allowed; `--seed` puts the image's weights on th
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +59,9 @@ def test_a_download_only_when_allowed(
     assert detect._resolve_model(tmp_path / "data", "yolo11n.pt") == "yolo11n.pt"
 
 
-def seed(data: Path, name: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+def seed(
+    data: Path, name: str, workdir: Path, allow_download: bool = False
+) -> subprocess.CompletedProcess[str]:
     """`detect.py --seed NAME`, with the official images' folder at `workdir`."""
     wrapper = (
         "import importlib.util, sys\n"
@@ -68,8 +71,12 @@ def seed(data: Path, name: str, workdir: Path) -> subprocess.CompletedProcess[st
         "sys.exit(d.main(sys.argv[3:]))\n"
     )
     command = [sys.executable, "-c", wrapper, str(DETECT_PY), str(workdir)]
+    env = {k: v for k, v in os.environ.items() if k != "YOLO_ALLOW_DOWNLOAD"}
+    if allow_download:
+        env["YOLO_ALLOW_DOWNLOAD"] = "true"
     return subprocess.run(
         [*command, "--seed", name, "--data-dir", str(data)],
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -93,9 +100,41 @@ def test_seed_copies_the_shipped_weights_once(tmp_path: Path) -> None:
     assert (data / "models" / "yolo11n.pt").read_bytes() == WEIGHTS.read_bytes()  # kept
 
 
-def test_seed_without_shipped_weights_is_not_an_error(tmp_path: Path) -> None:
+def test_seed_of_a_name_found_nowhere_stops_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "data" / "models").mkdir(parents=True)
-    done = seed(tmp_path / "data", "models/custom.pt", tmp_path / "nowhere")
-    assert done.returncode == 0
-    assert "ships no custom.pt" in done.stderr
+    done = seed(tmp_path / "data", "custom.pt", tmp_path / "nowhere")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "detect.py: error: MODEL=custom.pt is neither on the shared volume (models/custom.pt) "
+        "nor in the inference image, and downloads are off: push it with `yoloctl models "
+        "push`, set MODEL in .env to a model that is there, or set ALLOW_MODEL_DOWNLOAD=true "
+        "with TASK_NETWORK=bridge"
+    ]
     assert list((tmp_path / "data" / "models").iterdir()) == []
+
+
+def test_seed_of_a_missing_path_stops_without_offering_a_download(tmp_path: Path) -> None:
+    (tmp_path / "data" / "models").mkdir(parents=True)
+    done = seed(tmp_path / "data", "models/custom.pt", tmp_path / "nowhere", allow_download=True)
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("detect.py: error: MODEL=models/custom.pt is not a file")
+    assert "yoloctl models push" in line
+    assert "ALLOW_MODEL_DOWNLOAD" not in line
+
+
+def test_seed_of_a_name_tasks_may_download_is_not_an_error(tmp_path: Path) -> None:
+    (tmp_path / "data" / "models").mkdir(parents=True)
+    done = seed(tmp_path / "data", "custom.pt", tmp_path / "nowhere", allow_download=True)
+    assert done.returncode == 0, done.stderr
+    assert "ships no custom.pt; tasks may download it" in done.stderr
+    assert list((tmp_path / "data" / "models").iterdir()) == []
+
+
+def test_seed_of_a_pushed_model_is_not_an_error(tmp_path: Path) -> None:
+    (tmp_path / "data" / "models").mkdir(parents=True)
+    (tmp_path / "data" / "models" / "custom.pt").write_bytes(WEIGHTS.read_bytes())
+    done = seed(tmp_path / "data", "models/custom.pt", tmp_path / "nowhere")
+    assert done.returncode == 0, done.stderr
+    assert "already" in done.stderr

@@ -49,7 +49,8 @@ def test_bootstrap_stores_the_admin_key_from_env_once_and_rotates_it(
     make_settings: SettingsFactory, database_url: str, shared_dir: object
 ) -> None:
     first, second = "a" * 40, "b" * 40
-    env = {"SHARED_DATA_DIR": str(shared_dir)}
+    # `make dev`'s Local orchestrator: bootstrap wants a MODEL it can find.
+    env = {"SHARED_DATA_DIR": str(shared_dir), "MODEL": "tests/fixtures/model/shapes.pt"}
     for key in (first, first):
         done = run("app.bootstrap", database_url=database_url, ADMIN_API_KEY=key, **env)
         assert done.returncode == 0, done.stderr

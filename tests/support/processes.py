@@ -1,0 +1,49 @@
+"""The API's commands as an operator runs them: `python -m app.bootstrap` and uvicorn in
+subprocesses, with only the settings a test gives, from the code as on the host or as the
+image has it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from app.config import Settings
+from tests.conftest import ROOT
+
+API = ROOT / "api"
+# Left out of the image's build context by the root .dockerignore (needs the host's Ultralytics).
+IMAGE_LEAVES_OUT = "app/orchestrators/local.py"
+
+
+def clean_env(pythonpath: Path = API, **given: str) -> dict[str, str]:
+    """The test process's environment without any of the API's settings, plus `given`."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    return {**env, "PYTHONPATH": str(pythonpath), **given}
+
+
+def api_as_in_image(dest: Path) -> Path:
+    """A copy of api/app without what the image leaves out; returns the PYTHONPATH for it."""
+    assert f"api/{IMAGE_LEAVES_OUT}" in (ROOT / ".dockerignore").read_text().split()
+    shutil.copytree(API / "app", dest / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / IMAGE_LEAVES_OUT).unlink()
+    return dest
+
+
+def run_module(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m module args` from the repository root, as `make dev` runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
