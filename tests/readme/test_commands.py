@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.docker.dockerutil import Docker, client, compose_env, require
+from tests.docker.dockerutil import Docker, client, compose_env, require, secrets_env
 from tests.fixtures import synthetic
 from tests.readme.readme import Command, commands, in_section, strip_comment
 from tests.readme.shell import ROOT, Shell, copy_repository, path_with
@@ -181,18 +181,6 @@ def _fill_env(env_file: Path, values: dict[str, str]) -> None:
     env_file.write_text("\n".join(lines) + "\n")
 
 
-def _stack_values(project: str) -> dict[str, str]:
-    return {
-        "POSTGRES_PASSWORD": secrets.token_hex(12),
-        "APP_DB_PASSWORD": secrets.token_hex(12),
-        "KESTRA_DB_PASSWORD": secrets.token_hex(12),
-        "KESTRA_USERNAME": "admin@example.com",
-        "KESTRA_PASSWORD": f"{secrets.token_hex(6)}Aa1",
-        "CALLBACK_TOKEN": secrets.token_hex(16),
-        "ADMIN_API_KEY": secrets.token_hex(20),
-    }
-
-
 @pytest.fixture
 def stack_shell(tmp_path: Path) -> Iterator[Shell]:
     cmd, docker_env = client()
@@ -247,7 +235,7 @@ def test_the_offline_block_gives_a_healthy_stack_and_the_standin_detections(
     project = shell.env["COMPOSE_PROJECT_NAME"]
     cp, offline_images, up_offline = to_run(OFFLINE)[:3]
     shell.run(cp)
-    values = _stack_values(project)
+    values = secrets_env()
     _fill_env(shell.cwd / ".env", values)
     with (shell.cwd / ".env").open("a") as env_file:
         # This run's own port, volume and image tag, so a developer's stack is never touched.
