@@ -37,7 +37,7 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-typecheck: $(STAMP) ## mypy (strict) on the API
+typecheck: $(STAMP) ## mypy (strict) on the app, the CLI, the flow script and the tooling (tests, bench, scripts)
 	$(VENV)/bin/mypy
 
 unit: $(STAMP) ## The test suite without lint and types
@@ -93,12 +93,12 @@ offline-images: ## Build stand-ins for python:3.13-slim and postgres:17 from Deb
 	docker/offline/build-images.sh
 
 build-metrics: $(STAMP) ## Build api/Dockerfile and a naive Dockerfile side by side; print the table
-	$(PY) scripts/build_metrics.py
+	$(PY) -m scripts.build_metrics
 
 bench: $(STAMP) ## The three benchmark tables (upload path, inference pipeline, build metrics); see BENCHMARKS.md
-	$(PY) bench/upload_bench.py
-	$(PY) bench/pipeline_bench.py
-	$(PY) scripts/build_metrics.py
+	$(PY) -m bench.upload_bench
+	$(PY) -m bench.pipeline_bench
+	$(PY) -m scripts.build_metrics
 
 lock: $(STAMP) ## Re-pin the API's dependencies for the Docker build (api/requirements.lock)
 	$(PY) -m pip install --quiet uv

@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: spreads over repeats and the machine they ran on.
+"""Helpers shared by the benchmark scripts: spreads over repeats, Markdown tables and the
+machine they ran on.
 
 Standard library only, so any bench script (and any Python) can import it.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 
@@ -28,25 +29,21 @@ def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform says."""
+def table(header: str, rows: Iterable[str]) -> None:
+    """Print a Markdown table; the header and each row are cells joined by ' | '."""
+    print(f"| {header} |")
+    print("|" + "---|" * len(header.split(" | ")))
+    for row in rows:
+        print(f"| {row} |")
+
+
+def _proc_value(path: str, key: str) -> str | None:
+    """The value of `key` in a 'key: value' file of /proc (Linux), else None."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        lines = Path(path).read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def memory_gb() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 1024 / 1024
-    except (OSError, ValueError):
-        pass
-    return None
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(key)), None)
 
 
 def load_average() -> str:
@@ -59,11 +56,11 @@ def load_average() -> str:
 
 def machine_line() -> str:
     """One line describing the host: cores, CPU model, memory, kernel."""
-    memory = memory_gb()
+    memory = _proc_value("/proc/meminfo", "MemTotal:")  # e.g. '24576000 kB'
     parts = [
         f"{os.cpu_count()} cores",
-        cpu_model(),
-        f"{memory:.0f} GB RAM" if memory else "",
+        _proc_value("/proc/cpuinfo", "model name") or platform.processor() or platform.machine(),
+        f"{int(memory.split()[0]) / 1024 / 1024:.0f} GB RAM" if memory else "",
         f"{platform.system()} {platform.release()}",
     ]
     return ", ".join(p for p in parts if p)

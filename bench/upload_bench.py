@@ -1,20 +1,16 @@
-"""Upload path benchmark: POST /v1/uploads of the real API vs a bare streaming endpoint.
+"""Upload path benchmark: POST /v1/uploads of the real API vs a bare streaming endpoint
+(bench/bare_app.py); BENCHMARKS.md (table 1) describes the setup in full and has the results.
 
-Both run under the same uvicorn settings on loopback (one worker each; asyncio loop and
-h11, as in the API image, which has neither uvloop nor httptools; no access log), driven
-by the same client in the same run, alternating, so the ratio is what matters (this
-machine's timings are noisy). One ~200 KB JPEG per request, at concurrency 1, 8 and 32;
-min/median/max over repeats. The API uses a throwaway Postgres (tuned for tests: no fsync,
-so its commits are cheaper than in production) and no background workers.
+Both run under the same uvicorn settings on loopback (one worker; asyncio loop and h11, as in
+the API image; no access log), driven alternately by the same client; the API has a
+throwaway Postgres (no fsync) and no background workers. The client shares the CPUs with the
+servers, so it is light: raw keep-alive HTTP/1.1 over asyncio streams with the request bytes
+built once (httpx's client cost more CPU per request than the bare server, and its pool
+collapsed at 32 connections). CPU ms/req is measured per process (the API's includes its
+Postgres backends), less noisy than req/s on a shared machine. `--pin` puts the client on a
+CPU of its own. Prints a table; asserts nothing.
 
-The client shares the CPUs with the servers, so it is kept light: raw keep-alive HTTP/1.1
-over asyncio streams with the request bytes built once (httpx cost 2.5-12 ms of CPU per
-request here, more than the bare server itself, and its pool collapsed at 32
-connections). CPU ms/req is measured per process (the API's includes its Postgres
-backends), which is less noisy than req/s on a shared machine. `--pin` puts the client on
-a CPU of its own. Prints a table; asserts nothing.
-
-    .venv/bin/python bench/upload_bench.py [--requests 200] [--repeats 3] [--api-dir DIR] [--pin]
+    .venv/bin/python -m bench.upload_bench [--requests 200] [--repeats 3] [--api-dir DIR] [--pin]
 """
 
 from __future__ import annotations
@@ -24,25 +20,28 @@ import asyncio
 import io
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.support.net import free_port  # noqa: E402
-from tests.support.postgres import ThrowawayCluster  # noqa: E402
+from bench.common import table
+from tests.support.net import free_port
+from tests.support.paths import ROOT
+from tests.support.postgres import ThrowawayCluster
+from tests.support.wait import wait_until
 
 _CLK = os.sysconf("SC_CLK_TCK")
 
@@ -66,31 +65,15 @@ BENCH_KEY = "yk_bench-" + "0" * 32
 def upload_request(port: int, payload: bytes) -> bytes:
     """The whole HTTP request, built once: what `curl -H 'Authorization: Bearer KEY'
     -F files=@photo.jpg` sends (the bare endpoint ignores the key)."""
-    boundary = "bench-4f1d2c"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
-            f'filename="photo.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
-        ).encode()
-        + payload
-        + f"\r\n--{boundary}--\r\n".encode()
+    request = httpx.Request(
+        "POST",
+        f"http://127.0.0.1:{port}/v1/uploads",
+        headers={"Authorization": f"Bearer {BENCH_KEY}"},
+        files={"files": ("photo.jpg", payload, "image/jpeg")},
     )
-    head = (
-        f"POST /v1/uploads HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Authorization: Bearer {BENCH_KEY}\r\n"
-        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-@dataclass
-class Run:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    cpu_ms: float  # server CPU per request
-    client_cpu_ms: float
+    body = request.read()
+    head = "".join(f"{name}: {value}\r\n" for name, value in request.headers.items())
+    return f"POST /v1/uploads HTTP/1.1\r\n{head}\r\n".encode() + body
 
 
 @dataclass
@@ -123,16 +106,15 @@ def server(app: str, env: dict[str, str], cwd: Path, cpus: set[int] | None) -> I
     )  # fmt: skip
     if cpus:
         os.sched_setaffinity(proc.pid, cpus)
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{app} exited at start")
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=1).close()
+        return True
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"{app} did not start") from None
-                time.sleep(0.1)
+        wait_until(answers, 30, what=f"{app} to start", interval_s=0.1, ignore=(OSError,))
         yield Server(port, proc.pid)
     finally:
         proc.terminate()
@@ -156,7 +138,9 @@ async def _exchange(
     return body
 
 
-async def drive(target: Server, request: bytes, concurrency: int, total: int) -> Run:
+async def drive(target: Server, request: bytes, concurrency: int, total: int) -> dict[str, float]:
+    """`total` requests over `concurrency` connections: req/s, p50 and p99 latency, CPU per
+    request of the server and of this client."""
     latencies: list[float] = []
     queue = iter(range(total))
 
@@ -178,8 +162,13 @@ async def drive(target: Server, request: bytes, concurrency: int, total: int) ->
     cpu = sum(t - cpu_before.get(pid, 0.0) for pid, t in cpu_after.items()) * 1000 / total
     client = (_own_cpu() - client_before) * 1000 / total
     latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return Run(total / elapsed, statistics.median(latencies) * 1000, p99 * 1000, cpu, client)
+    return {
+        "rps": total / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "cpu_ms": cpu,
+        "client_cpu_ms": client,
+    }
 
 
 def _own_cpu() -> float:
@@ -187,9 +176,23 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def fmt(values: list[float], digits: int = 1) -> str:
-    return "/".join(
-        f"{v:.{digits}f}" for v in (min(values), statistics.median(values), max(values))
+def row(results: dict[tuple[str, int, str], list[float]], c: int) -> str:
+    """The table's line for concurrency `c`."""
+
+    def med(name: str, metric: str) -> float:
+        return statistics.median(results[name, c, metric])
+
+    def fmt(name: str, metric: str) -> str:
+        values = results[name, c, metric]
+        return "/".join(f"{v:.1f}" for v in (min(values), med(name, metric), max(values)))
+
+    client = results["api", c, "client_cpu_ms"] + results["bare", c, "client_cpu_ms"]
+    return (
+        f"{c} | {fmt('api', 'rps')} | {fmt('bare', 'rps')} "
+        f"| {med('api', 'rps') / med('bare', 'rps'):.2f} | {fmt('api', 'p50_ms')} "
+        f"| {fmt('api', 'p99_ms')} | {fmt('bare', 'p50_ms')} | {fmt('bare', 'p99_ms')} "
+        f"| {med('api', 'cpu_ms'):.2f} / {med('bare', 'cpu_ms'):.2f} "
+        f"/ {statistics.median(client):.2f}"
     )
 
 
@@ -217,13 +220,13 @@ def main() -> None:
     cluster = ThrowawayCluster()
     cluster.start()
     tmp = Path(tempfile.mkdtemp(prefix="upload-bench-"))
+    results: defaultdict[tuple[str, int, str], list[float]] = defaultdict(list)
     try:
         from app.bootstrap import add_admin_key, migrate
         from app.config import Settings
 
         migrate(cluster.admin_url)
         add_admin_key(Settings(database_url=cluster.admin_url, admin_api_key=BENCH_KEY))
-        postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
         api_env = {
             "DATABASE_URL": cluster.admin_url,
             "SHARED_DATA_DIR": str(tmp / "api"),
@@ -233,12 +236,11 @@ def main() -> None:
             "MAX_UNFINISHED_JOBS_PER_KEY": "100000000",
         }
         bare_env = {"BARE_DATA_DIR": str(tmp / "bare")}
-        results: dict[tuple[str, int], list[Run]] = {}
         with (
             server("app.main:app", api_env, api_dir, server_cpus) as api,
             server("bare_app:app", bare_env, ROOT / "bench", server_cpus) as bare,
         ):
-            api.postmaster = postmaster
+            api.postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
             targets = {"api": api, "bare": bare}
             for target in targets.values():  # warm-up
                 asyncio.run(drive(target, upload_request(target.port, payload), 4, 40))
@@ -247,47 +249,22 @@ def main() -> None:
                     for name, target in targets.items():
                         request = upload_request(target.port, payload)
                         run = asyncio.run(drive(target, request, concurrency, args.requests))
-                        results.setdefault((name, concurrency), []).append(run)
+                        for metric, value in run.items():
+                            results[name, concurrency, metric].append(value)
     finally:
         cluster.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     pinned = f"; client pinned to CPU {max(os.sched_getaffinity(0))}" if args.pin else ""
     print(
         f"\nUpload path: {len(payload) / 1000:.0f} KB JPEG per request, {args.requests} "
         f"requests x {args.repeats} repeats, min/median/max; {os.cpu_count()} CPUs{pinned}"
     )
-    print(
-        "| concurrency | api req/s | bare req/s | api/bare (median) | api p50 ms | api p99 ms "
-        "| bare p50 ms | bare p99 ms | CPU ms/req api / bare / client |"
+    table(
+        "concurrency | api req/s | bare req/s | api/bare (median) | api p50 ms | api p99 ms "
+        "| bare p50 ms | bare p99 ms | CPU ms/req api / bare / client",
+        (row(results, c) for c in args.concurrency),
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for concurrency in args.concurrency:
-        api_runs, bare_runs = results[("api", concurrency)], results[("bare", concurrency)]
-
-        def col(runs: list[Run], metric: str) -> list[float]:
-            return [getattr(r, metric) for r in runs]
-
-        ratio = statistics.median(col(api_runs, "rps")) / statistics.median(col(bare_runs, "rps"))
-        cpu = " / ".join(
-            f"{statistics.median(values):.2f}"
-            for values in (
-                col(api_runs, "cpu_ms"),
-                col(bare_runs, "cpu_ms"),
-                col(api_runs + bare_runs, "client_cpu_ms"),
-            )
-        )
-        cells = [
-            str(concurrency),
-            fmt(col(api_runs, "rps")),
-            fmt(col(bare_runs, "rps")),
-            f"{ratio:.2f}",
-            fmt(col(api_runs, "p50_ms")),
-            fmt(col(api_runs, "p99_ms")),
-            fmt(col(bare_runs, "p50_ms")),
-            fmt(col(bare_runs, "p99_ms")),
-            cpu,
-        ]
-        print("| " + " | ".join(cells) + " |")
     print("Goals: api/bare >= 0.5; api p99 <= 50 ms at concurrency 8.")
 
 

@@ -1,103 +1,11 @@
 #!/usr/bin/env python3
-"""Run Ultralytics YOLO detection on a batch of uploaded images and write one result per job.
+"""Run Ultralytics YOLO on a batch of uploaded images (model loaded once) and write one result
+per job below the data directory.
 
-This single file is the inference step of the stack. It runs
-
-* inside the Kestra task container (``ultralytics/ultralytics:latest-cpu``),
-  from the shared volume: ``python /data/scripts/detect.py --data-dir /data ...``
-  (a one-shot compose step copies this file to ``/data/scripts/``), and
-* as a subprocess on the host for the API's local orchestrator.
-
-It depends on ultralytics (and what ultralytics itself installs: numpy,
-OpenCV) plus the standard library only.
-
-Command line (the API depends on it exactly)::
-
-    python flows/detect.py --data-dir DIR [--batch-id BATCH_ID] --model MODEL \\
-        [--conf 0.25] [--imgsz 640] --jobs JOB_ID=REL_PATH [JOB_ID=REL_PATH ...]
-
-* Each ``--jobs`` entry is one job: its id (1-128 letters, digits, ``.``,
-  ``_``, ``-``; names the result files) and its image. Job ids must be
-  unique within a run. ``--batch-id`` (same syntax) names the batch; it is
-  copied into every result and makes re-runs idempotent (see below).
-* ``REL_PATH`` is relative to ``DIR`` (e.g. ``uploads/<job_id>.jpg``);
-  absolute paths and paths leaving ``DIR`` (``..``, symlinks) fail that job.
-* ``MODEL`` is an absolute path, a path relative to ``DIR`` when that file
-  exists there (e.g. ``models/shapes.pt``), or a bare name (``yolo11n.pt``):
-  ``DIR/models/<name>``, else the weights the image ships under that name;
-  Ultralytics downloads it only with ``YOLO_ALLOW_DOWNLOAD=true`` (see
-  ``_resolve_model``). ``--seed NAME`` copies the image's weights of that name
-  to ``DIR/models/`` (once) and exits; it exits 1 with one line when NAME
-  cannot be found at all (see ``seed``).
-* The model is loaded once per run; each prediction is exactly
-  ``model.predict(image, conf=CONF, imgsz=IMGSZ, verbose=False)`` with
-  ``model = YOLO(MODEL)``: no other non-default argument, so calling
-  Ultralytics directly on the same file gives the same boxes.
-
-How a batch runs: every job's image is checked first (exists inside ``DIR``,
-decodable by OpenCV); a job that fails these checks gets its failed result
-at once. The model is loaded only if some job is left, then the jobs are
-predicted in the order given. A problem with one job (missing or
-undecodable image, an exception while predicting or writing) fails that
-job only, and the run goes on with the next one.
-
-Results, per job (both written atomically: temp file in the same directory,
-then ``os.replace``; files are 0644):
-
-* ``DIR/results/<job_id>.json``::
-
-    {"schema_version": 1, "job_id": "...", "batch_id": "..." or null,
-     "status": "succeeded", "model": "<MODEL as given>",
-     "image": {"path": "uploads/...", "width": W, "height": H},
-     "inference_ms": 12.3,
-     "detections": [{"class_id": 0, "class_name": "circle", "confidence": 0.9312,
-                     "box": {"x1": 10.5, "y1": 20.0, "x2": 110.25, "y2": 120.0}}],
-     "class_names": {"0": "circle", "1": "square", ...},
-     "annotated_path": "results/<job_id>.annotated.jpg"}
-
-  Boxes are ``result.boxes.xyxy`` in pixels of the image as OpenCV decodes
-  it for Ultralytics (see "One frame" below), rounded to 2 decimals;
-  confidence to 4 decimals; detections in the order Ultralytics returns them
-  (highest confidence first). ``inference_ms`` is
-  Ultralytics' own ``result.speed["inference"]``.
-* ``DIR/results/<job_id>.annotated.jpg``: ``result.plot()`` (boxes, class
-  names, confidences) as JPEG. Plotting uses OpenCV text for ASCII class
-  names, so no font is downloaded.
-* One frame for all of it: OpenCV applies the EXIF orientation of JPEG, PNG
-  and WebP files when it decodes them, so ``image.width``/``image.height``
-  (``result.orig_shape``), the boxes and the annotated image are those of the
-  image turned upright (a phone photo stored sideways with orientation 6 or 8
-  has width and height swapped against its stored pixels); the API reports
-  the same size for the upload (api/app/imaging.py).
-* A failed job gets ``{"schema_version": 1, "job_id": ..., "batch_id": ...,
-  "status": "failed", "error": "<one readable sentence>"}`` at the same JSON
-  path (and no annotated image); the sentence is also printed to stderr.
-
-Re-runs (Kestra's task retry runs the same batch again): a job whose
-``results/<job_id>.json`` already says ``succeeded`` for the same
-``--batch-id`` (and whose annotated image exists) is not predicted again and
-counts as succeeded; failed jobs are tried again. Without ``--batch-id``
-every job is always predicted.
-
-Exit status:
-
-* 0: every job has its result written, succeeded or failed;
-* 1: the batch as a whole could not run: the data directory is missing
-  (nothing is written), the model cannot be loaded (every job not done yet
-  gets a failed result saying why), or a result could not be written; a
-  retry of the whole batch may help;
-* 2: bad usage (argparse), including a job id given twice.
-
-On exit 0 stdout carries exactly one line, the Kestra outputs line::
-
-    ::{"outputs": {"batch_id": "<id or null>", "jobs": N, "succeeded": S, "failed": F}}::
-
-Everything else (a progress line per job, Ultralytics' logging included)
-goes to stderr.
-
-It works as an unprivileged user with a read-only home: unless already set,
-``YOLO_CONFIG_DIR`` (Ultralytics settings) and ``MPLCONFIGDIR`` point to a
-per-user directory under the system temp dir before ultralytics is imported.
+The inference step of the stack, run by the Kestra flow inside the inference container and by
+the API's Local orchestrator as a subprocess on the host. Its command line, the files it writes,
+its stdout and its exit status are a contract with the API: flows/README.md describes them. It
+needs ultralytics (with its numpy and OpenCV) and the standard library only.
 """
 
 from __future__ import annotations
@@ -113,19 +21,61 @@ import sys
 import tempfile
 import time
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from ultralytics.engine.results import Results
+    from ultralytics.models import YOLO
 
 SCHEMA_VERSION = 1
 RESULTS_DIR = "results"
 MODELS_DIR = "models"
+DEFAULT_CONF = 0.25
+DEFAULT_IMGSZ = 640
 # Where the official ultralytics/ultralytics images keep their default weights (their WORKDIR).
 OFFICIAL_IMAGE_WORKDIR = Path("/ultralytics")
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_ID_RULE = "1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
 class DetectError(Exception):
     """A failure with a message meant for people (one readable sentence)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """One run's settings, read once from the command line and the environment."""
+
+    data_dir: Path
+    model: str  # as given: copied into every result
+    batch_id: str | None = None
+    conf: float = DEFAULT_CONF
+    imgsz: int = DEFAULT_IMGSZ
+    jobs: tuple[tuple[str, str], ...] = ()  # (job id, image path relative to data_dir)
+    allow_download: bool = False  # YOLO_ALLOW_DOWNLOAD: Ultralytics may download a named model
+
+    def result_path(self, job_id: str) -> Path:
+        return self.data_dir / RESULTS_DIR / f"{job_id}.json"
+
+    def annotated_path(self, job_id: str) -> Path:
+        return self.data_dir / annotated_rel(job_id)
+
+
+@dataclass
+class Job:
+    """One job of the batch and what became of it."""
+
+    job_id: str
+    image: str  # as given, relative to the data dir
+    path: Path | None = None  # resolved and checked
+    status: str | None = None  # "succeeded" or "failed" once its result is written
+    unwritten: bool = False  # its result could not be written (the batch exits 1)
+
+
+def annotated_rel(job_id: str) -> str:
+    return f"{RESULTS_DIR}/{job_id}.annotated.jpg"
 
 
 # --------------------------------------------------------------------------- setup
@@ -146,7 +96,8 @@ def _prepare_environment() -> None:
         os.environ["MPLCONFIGDIR"] = str(base / f"matplotlib-{uid}")
 
 
-_ID_RULE = "1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+def _downloads_allowed() -> bool:
+    return os.environ.get("YOLO_ALLOW_DOWNLOAD", "").lower() in ("1", "true", "yes")
 
 
 def _job_id(value: str) -> str:
@@ -205,10 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="model path (absolute or relative to --data-dir) or Ultralytics name",
     )
     p.add_argument(
-        "--conf", type=_confidence, default=0.25, help="confidence threshold (default 0.25)"
+        "--conf",
+        type=_confidence,
+        default=DEFAULT_CONF,
+        help=f"confidence threshold (default {DEFAULT_CONF})",
     )
     p.add_argument(
-        "--imgsz", type=_image_size, default=640, help="inference image size (default 640)"
+        "--imgsz",
+        type=_image_size,
+        default=DEFAULT_IMGSZ,
+        help=f"inference image size (default {DEFAULT_IMGSZ})",
     )
     p.add_argument(
         "--jobs",
@@ -223,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line; exits 2 on bad usage (a job id given twice included)."""
+def parse_config(argv: list[str]) -> Config:
+    """The run's Config; exits 2 on bad usage (a job id given twice included)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     seen: set[str] = set()
@@ -232,7 +189,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if job_id in seen:
             parser.error(f"argument --jobs: job id {job_id} is given more than once")
         seen.add(job_id)
-    return args
+    return Config(
+        data_dir=Path(args.data_dir),
+        model=args.model,
+        batch_id=args.batch_id,
+        conf=args.conf,
+        imgsz=args.imgsz,
+        jobs=tuple(args.jobs),
+        allow_download=_downloads_allowed(),
+    )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -293,7 +258,7 @@ def _check_decodable(path: Path, rel: str) -> None:
         raise DetectError(f"The image {rel} could not be decoded as an image.")
 
 
-def _resolve_model(data_dir: Path, model: str) -> str:
+def _resolve_model(config: Config) -> str:
     """Return what to pass to ``YOLO()`` for ``--model``.
 
     * absolute path: used as is (must exist);
@@ -302,9 +267,10 @@ def _resolve_model(data_dir: Path, model: str) -> str:
       directory, else it is an error (never sent to Ultralytics' downloader);
     * bare name (``yolo11n.pt``): ``DATA_DIR/models/<name>`` if present, else the
       weights the inference image ships under that name (``shipped_weights``);
-      only when ``YOLO_ALLOW_DOWNLOAD=true`` is it handed to Ultralytics as given,
+      only when downloads are allowed is it handed to Ultralytics as given,
       which may download it (into a writable models cache, see ``load_model``).
     """
+    model, data_dir = config.model, config.data_dir
     if not model.strip():
         raise DetectError("The model name is empty.")
     p = Path(model)
@@ -325,7 +291,7 @@ def _resolve_model(data_dir: Path, model: str) -> str:
     shipped = shipped_weights(model)
     if shipped is not None:
         return str(shipped)
-    if os.environ.get("YOLO_ALLOW_DOWNLOAD", "").lower() in ("1", "true", "yes"):
+    if config.allow_download:
         return model
     raise DetectError(
         f"The model {model} is neither on the shared volume (models/{model}) nor in the "
@@ -368,9 +334,9 @@ def _readable(exc: BaseException) -> str:
     return text
 
 
-def load_model(model_ref: str, data_dir: Path):
+def load_model(model_ref: str, data_dir: Path) -> YOLO:
     """Load a YOLO model (a bare name may be downloaded into a writable dir)."""
-    from ultralytics import YOLO
+    from ultralytics.models import YOLO
 
     if os.sep in model_ref or Path(model_ref).is_file():
         return YOLO(model_ref)
@@ -390,136 +356,112 @@ def load_model(model_ref: str, data_dir: Path):
 # --------------------------------------------------------------------------- detection
 
 
-def detect_image(
-    model,
-    model_name: str,
-    data_dir: Path,
-    job_id: str,
-    batch_id: str | None,
-    image_rel: str,
-    image_path: Path,
-    conf: float,
-    imgsz: int,
-) -> dict:
+def detect_image(model: YOLO, config: Config, job: Job) -> dict[str, Any]:
     """Detect objects in one (already checked) image, write the annotated JPEG and return
     the result dict.
 
     Raises DetectError for problems worth a readable message.
     """
+    from ultralytics.engine.results import Results
+
+    assert job.path is not None
+    results = model.predict(str(job.path), conf=config.conf, imgsz=config.imgsz, verbose=False)
+    r = next(iter(results), None)
+    if not isinstance(r, Results):
+        raise DetectError(f"Ultralytics returned no result for {job.image}.")
+    height, width = (int(v) for v in r.orig_shape[:2])
+    detections = _detections(r)
+    _write_annotated(r, config, job)
+    inference_ms = r.speed.get("inference")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "job_id": job.job_id,
+        "batch_id": config.batch_id,
+        "status": "succeeded",
+        "model": config.model,
+        "image": {"path": job.image, "width": width, "height": height},
+        "inference_ms": round(float(inference_ms or 0.0), 2),
+        "detections": detections,
+        "class_names": {str(k): str(v) for k, v in r.names.items()},
+        "annotated_path": annotated_rel(job.job_id),
+    }
+
+
+def _detections(r: Results) -> list[dict[str, Any]]:
+    """The boxes in Ultralytics' order, class ids named, rounded as the result file has them."""
+    boxes = r.boxes
+    if boxes is None or not len(boxes):
+        return []
+    found = zip(boxes.cls.tolist(), boxes.conf.tolist(), boxes.xyxy.tolist(), strict=True)
+    return [
+        {
+            "class_id": int(cls),
+            "class_name": str(r.names.get(int(cls), int(cls))),
+            "confidence": round(float(score), 4),
+            "box": {
+                k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), xyxy, strict=True)
+            },
+        }
+        for cls, score, xyxy in found
+    ]
+
+
+def _write_annotated(r: Results, config: Config, job: Job) -> None:
+    """``result.plot()`` as JPEG: OpenCV text for ASCII names, so no font is downloaded."""
     import cv2
 
-    results = model.predict(str(image_path), conf=conf, imgsz=imgsz, verbose=False)
-    if not results:
-        raise DetectError(f"Ultralytics returned no result for {image_rel}.")
-    r = results[0]
-    height, width = (int(v) for v in r.orig_shape[:2])
-    names = r.names
-    detections = []
-    boxes = r.boxes
-    if boxes is not None and len(boxes):
-        for cls, score, xyxy in zip(
-            boxes.cls.tolist(), boxes.conf.tolist(), boxes.xyxy.tolist(), strict=True
-        ):
-            class_id = int(cls)
-            detections.append(
-                {
-                    "class_id": class_id,
-                    "class_name": str(names.get(class_id, class_id))
-                    if isinstance(names, dict)
-                    else str(class_id),
-                    "confidence": round(float(score), 4),
-                    "box": {
-                        k: round(float(v), 2)
-                        for k, v in zip(("x1", "y1", "x2", "y2"), xyxy, strict=True)
-                    },
-                }
-            )
-
-    annotated_rel = f"{RESULTS_DIR}/{job_id}.annotated.jpg"
-    plotted = r.plot()  # BGR numpy array; OpenCV text for ASCII names (no font download)
+    plotted = r.plot()  # BGR numpy array
+    height, width = r.orig_shape[:2]
     if tuple(plotted.shape[:2]) != (height, width):  # never seen: the one-frame contract
         raise DetectError(
             f"The annotated image is {plotted.shape[1]}x{plotted.shape[0]}, "
-            f"not the {width}x{height} of {image_rel}."
+            f"not the {width}x{height} of {job.image}."
         )
     ok, buf = cv2.imencode(".jpg", plotted, [int(cv2.IMWRITE_JPEG_QUALITY), 90])
     if not ok:
         raise DetectError("The annotated image could not be encoded as JPEG.")
     try:
-        _atomic_write(data_dir / annotated_rel, buf.tobytes())
+        _atomic_write(config.annotated_path(job.job_id), buf.tobytes())
     except OSError as exc:
         raise DetectError(f"The annotated image could not be written: {_readable(exc)}") from exc
 
-    inference_ms = r.speed.get("inference") if isinstance(getattr(r, "speed", None), dict) else None
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "job_id": job_id,
-        "batch_id": batch_id,
-        "status": "succeeded",
-        "model": model_name,
-        "image": {"path": image_rel, "width": width, "height": height},
-        "inference_ms": round(float(inference_ms or 0.0), 2),
-        "detections": detections,
-        "class_names": {str(k): str(v) for k, v in names.items()}
-        if isinstance(names, dict)
-        else {},
-        "annotated_path": annotated_rel,
-    }
-
 
 # --------------------------------------------------------------------------- the batch
-
-
-class Job:
-    """One job of the batch and what became of it."""
-
-    def __init__(self, job_id: str, image: str) -> None:
-        self.job_id = job_id
-        self.image = image  # as given, relative to the data dir
-        self.path: Path | None = None  # resolved and checked
-        self.status: str | None = None  # "succeeded" or "failed" once its result is written
-        self.unwritten = False  # its result could not be written (the batch exits 1)
 
 
 def _log(message: str) -> None:
     print(f"detect.py: {message}", file=sys.stderr, flush=True)
 
 
-def _result_path(data_dir: Path, job_id: str) -> Path:
-    return data_dir / RESULTS_DIR / f"{job_id}.json"
-
-
-def _already_succeeded(data_dir: Path, job_id: str, batch_id: str | None) -> bool:
+def _already_succeeded(config: Config, job: Job) -> bool:
     """True when an earlier run of this same batch wrote this job's success."""
-    if batch_id is None:
+    if config.batch_id is None:
         return False
     try:
-        previous = json.loads(_result_path(data_dir, job_id).read_text(encoding="utf-8"))
+        previous = json.loads(config.result_path(job.job_id).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return (
         isinstance(previous, dict)
         and previous.get("status") == "succeeded"
-        and previous.get("batch_id") == batch_id
-        and previous.get("job_id") == job_id
-        and (data_dir / RESULTS_DIR / f"{job_id}.annotated.jpg").is_file()
+        and previous.get("batch_id") == config.batch_id
+        and previous.get("job_id") == job.job_id
+        and config.annotated_path(job.job_id).is_file()
     )
 
 
-def _fail(data_dir: Path, job: Job, batch_id: str | None, message: str) -> None:
+def _fail(config: Config, job: Job, message: str) -> None:
     """Write the job's failed result (and say so on stderr)."""
     _log(f"job {job.job_id} failed: {message}")
+    failed = {
+        "schema_version": SCHEMA_VERSION,
+        "job_id": job.job_id,
+        "batch_id": config.batch_id,
+        "status": "failed",
+        "error": message,
+    }
     try:
-        _write_json(
-            _result_path(data_dir, job.job_id),
-            {
-                "schema_version": SCHEMA_VERSION,
-                "job_id": job.job_id,
-                "batch_id": batch_id,
-                "status": "failed",
-                "error": message,
-            },
-        )
+        _write_json(config.result_path(job.job_id), failed)
     except OSError as exc:
         _log(f"error: could not write {RESULTS_DIR}/{job.job_id}.json: {exc}")
         job.unwritten = True
@@ -527,46 +469,55 @@ def _fail(data_dir: Path, job: Job, batch_id: str | None, message: str) -> None:
     job.status = "failed"
 
 
-def _load(args: argparse.Namespace, data_dir: Path):
-    model_ref = _resolve_model(data_dir, args.model)
+def _checked(config: Config, jobs: list[Job]) -> list[Job]:
+    """The jobs left to predict: not done in this batch yet, with an image that exists inside
+    the data dir and decodes; the others get their failed result now."""
+    todo: list[Job] = []
+    for job in jobs:
+        if _already_succeeded(config, job):
+            job.status = "succeeded"
+            _log(f"job {job.job_id} already succeeded in batch {config.batch_id}; not run again")
+            continue
+        try:
+            job.path = _resolve_image(config.data_dir, job.image)
+            _check_decodable(job.path, job.image)
+        except DetectError as exc:
+            _fail(config, job, str(exc))
+            continue
+        todo.append(job)
+    return todo
+
+
+def _load(config: Config) -> YOLO:
+    model_ref = _resolve_model(config)
     try:
-        return load_model(model_ref, data_dir)
+        return load_model(model_ref, config.data_dir)
     except DetectError:
         raise
     except Exception as exc:
-        raise DetectError(f"The model {args.model} could not be loaded: {_readable(exc)}") from exc
+        raise DetectError(
+            f"The model {config.model} could not be loaded: {_readable(exc)}"
+        ) from exc
 
 
-def _predict(model, args: argparse.Namespace, data_dir: Path, job: Job) -> None:
+def _predict(model: YOLO, config: Config, job: Job) -> None:
     """Predict one job and write its results; any problem fails this job only."""
-    assert job.path is not None
     started = time.monotonic()
-    annotated = data_dir / RESULTS_DIR / f"{job.job_id}.annotated.jpg"
     try:
         try:
-            result = detect_image(
-                model,
-                args.model,
-                data_dir,
-                job.job_id,
-                args.batch_id,
-                job.image,
-                job.path,
-                args.conf,
-                args.imgsz,
-            )
+            result = detect_image(model, config, job)
         except DetectError:
             raise
         except Exception as exc:
             raise DetectError(f"Detection failed for {job.image}: {_readable(exc)}") from exc
         try:
-            _write_json(_result_path(data_dir, job.job_id), result)
+            _write_json(config.result_path(job.job_id), result)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                annotated.unlink()  # no annotated image next to a failed result
+                config.annotated_path(job.job_id).unlink()  # none beside a failed result
             raise DetectError(f"The result could not be written: {_readable(exc)}") from exc
     except DetectError as exc:
-        _fail(data_dir, job, args.batch_id, str(exc))
+        _fail(config, job, str(exc))
         return
     job.status = "succeeded"
     ms = (time.monotonic() - started) * 1000
@@ -576,55 +527,43 @@ def _predict(model, args: argparse.Namespace, data_dir: Path, job: Job) -> None:
     )
 
 
-def run(args: argparse.Namespace, out) -> int:
+def _predict_all(config: Config, todo: list[Job]) -> bool:
+    """Load the model once and predict each job; False when the model cannot be loaded (then
+    every job here fails with the reason, and the exit status lets the orchestrator retry)."""
+    loading = time.monotonic()
+    try:
+        model = _load(config)
+    except DetectError as exc:
+        _log(f"error: {exc}")
+        for job in todo:
+            _fail(config, job, str(exc))
+        return False
+    _log(f"model {config.model} loaded in {time.monotonic() - loading:.1f} s")
+    for job in todo:
+        _predict(model, config, job)
+    return True
+
+
+def run(config: Config, out: TextIO) -> int:
     """Run the batch; ``out`` receives the Kestra outputs line. Returns the exit code."""
     started = time.monotonic()
-    data_dir = Path(args.data_dir)
-    jobs = [Job(job_id, image) for job_id, image in args.jobs]
-    if not data_dir.is_dir():
-        _log(f"error: The data directory {args.data_dir} does not exist.")
+    jobs = [Job(job_id, image) for job_id, image in config.jobs]
+    if not config.data_dir.is_dir():
+        _log(f"error: The data directory {config.data_dir} does not exist.")
         return 1
-
-    # Cheap checks first: the model is loaded only when some job can use it.
-    todo: list[Job] = []
-    for job in jobs:
-        if _already_succeeded(data_dir, job.job_id, args.batch_id):
-            job.status = "succeeded"
-            _log(f"job {job.job_id} already succeeded in batch {args.batch_id}; not run again")
-            continue
-        try:
-            job.path = _resolve_image(data_dir, job.image)
-            _check_decodable(job.path, job.image)
-        except DetectError as exc:
-            _fail(data_dir, job, args.batch_id, str(exc))
-            continue
-        todo.append(job)
-
-    if todo:
-        loading = time.monotonic()
-        try:
-            model = _load(args, data_dir)
-        except DetectError as exc:
-            # The whole batch cannot run: every job not done yet fails with the reason, and
-            # the exit status lets the orchestrator retry the batch.
-            _log(f"error: {exc}")
-            for job in todo:
-                _fail(data_dir, job, args.batch_id, str(exc))
-            return 1
-        _log(f"model {args.model} loaded in {time.monotonic() - loading:.1f} s")
-        for job in todo:
-            _predict(model, args, data_dir, job)
-
+    todo = _checked(config, jobs)  # cheap checks first: no model load unless a job needs it
+    if todo and not _predict_all(config, todo):
+        return 1
     succeeded = sum(job.status == "succeeded" for job in jobs)
     failed = sum(job.status == "failed" for job in jobs)
     _log(
-        f"batch {args.batch_id}: {len(jobs)} jobs, {succeeded} succeeded, {failed} failed "
+        f"batch {config.batch_id}: {len(jobs)} jobs, {succeeded} succeeded, {failed} failed "
         f"in {time.monotonic() - started:.1f} s"
     )
     if any(job.unwritten for job in jobs):
         return 1
     outputs = {
-        "batch_id": args.batch_id,
+        "batch_id": config.batch_id,
         "jobs": len(jobs),
         "succeeded": succeeded,
         "failed": failed,
@@ -653,8 +592,9 @@ def seed(argv: list[str]) -> int:
         _atomic_write(target, shipped.read_bytes())
         print(f"copied {shipped} to models/{name}", file=sys.stderr)
     else:
+        config = Config(args.data_dir, args.seed, allow_download=_downloads_allowed())
         try:
-            found = _resolve_model(args.data_dir, args.seed)
+            found = _resolve_model(config)
         except DetectError:
             _log(f"error: {_unseeded(args.seed)}")
             return 1
@@ -683,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--seed" in argv:
         return seed(argv)
-    args = parse_args(argv)  # exits 2 on bad usage
+    config = parse_config(argv)  # exits 2 on bad usage
     _prepare_environment()
     # Keep stdout for the single Kestra outputs line: while Ultralytics is
     # imported and runs, file descriptor 1 (and sys.stdout) point to stderr.
@@ -692,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     try:
         with os.fdopen(os.dup(saved_fd), "w", encoding="utf-8") as real_stdout:
-            return run(args, real_stdout)
+            return run(config, real_stdout)
     finally:
         sys.stdout.flush()
         os.dup2(saved_fd, 1)

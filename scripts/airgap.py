@@ -29,7 +29,9 @@ names the docker client (default: docker). Standard library only.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
+import io
 import json
 import os
 import re
@@ -50,7 +52,6 @@ FORMAT = "yolo-stack-airgap/1"
 MANIFEST = "manifest.json"
 PAYLOAD = "images.tar"
 CHUNK = 1 << 20
-BLOCK = tarfile.BLOCKSIZE
 # Stands in for the secrets compose requires when only image names are wanted (export).
 PLACEHOLDER = "airgap-placeholder"
 
@@ -74,36 +75,28 @@ def docker_cmd() -> list[str]:
     return shlex.split(os.environ.get("DOCKER") or "docker")
 
 
-def docker(
-    *args: str, env: dict[str, str] | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
+def docker(*args: str, env: dict[str, str] | None = None) -> str:
+    """The output of `docker ARGS`; AirgapError with the end of its stderr when it fails."""
     proc = subprocess.run(
         [*docker_cmd(), *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
     )
-    if check and proc.returncode != 0:
+    if proc.returncode != 0:
         raise AirgapError(f"docker {shlex.join(args)} failed:\n{proc.stderr.strip()[-3000:]}")
-    return proc
+    return proc.stdout
 
 
 @dataclass(frozen=True)
 class Compose:
     files: tuple[Path, ...]
-    env_file: str | None = None
-    project: str | None = None
+    options: tuple[str, ...]  # --env-file, --project-name when given
 
     def args(self, *rest: str) -> list[str]:
-        out = ["compose"]
-        if self.env_file:
-            out += ["--env-file", self.env_file]
-        if self.project:
-            out += ["--project-name", self.project]
-        for path in self.files:
-            out += ["-f", str(path)]
+        files = [arg for path in self.files for arg in ("-f", str(path))]
         # Every profile: Kestra and the inference image are in "kestra" offline.
-        return [*out, "--profile", "*", *rest]
+        return ["compose", *self.options, *files, "--profile", "*", *rest]
 
     def json(self, *rest: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(docker(*self.args(*rest), env=env).stdout)
+        data: dict[str, Any] = json.loads(docker(*self.args(*rest), env=env))
         return data
 
     def shown_files(self) -> list[str]:
@@ -124,11 +117,8 @@ def placeholder_env(compose: Compose) -> dict[str, str]:
     """The environment with a placeholder for each required variable left unset: secrets
     never name an image, and an export should not need a filled-in .env."""
     variables = compose.json("config", "--variables", "--format", "json")
-    env = dict(os.environ)
-    for name, spec in variables.items():
-        if spec.get("Required") and not env.get(name):
-            env[name] = PLACEHOLDER
-    return env
+    unset = [n for n, spec in variables.items() if spec.get("Required") and not os.environ.get(n)]
+    return {**os.environ, **dict.fromkeys(unset, PLACEHOLDER)}
 
 
 def image_variable(raw: str) -> str | None:
@@ -160,77 +150,87 @@ def services(compose: Compose, *, placeholders: bool) -> list[Service]:
 
 
 def inspect(tag: str) -> dict[str, Any] | None:
-    proc = docker("image", "inspect", tag, check=False)
-    if proc.returncode != 0:
-        return None
-    data: dict[str, Any] = json.loads(proc.stdout)[0]
+    try:
+        data: dict[str, Any] = json.loads(docker("image", "inspect", tag))[0]
+    except AirgapError:
+        return None  # not on this engine
     return data
 
 
 # --- archive format -------------------------------------------------------------------------
 
 
-def tar_header(name: str, size: int, mtime: int) -> bytes:
-    """One 512-byte header (GNU format: sizes past 8 GiB still fit in the block)."""
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = size, mtime, 0o644
-    header = info.tobuf(format=tarfile.GNU_FORMAT)
-    if len(header) != BLOCK:
-        raise AirgapError(f"tar header of {name} is {len(header)} bytes")
-    return header
-
-
-def padding(size: int) -> bytes:
-    return b"\0" * (-size % BLOCK)
-
-
-def save_into(out: IO[bytes], tags: Sequence[str]) -> tuple[str, int]:
-    """Stream `docker save TAGS` into out; return its sha256 and size."""
+def copy(src: IO[bytes], dst: IO[bytes] | None = None) -> tuple[str, int]:
+    """Read src to its end in chunks, writing them to dst when given: (sha256, size)."""
     digest, size = hashlib.sha256(), 0
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([*docker_cmd(), "save", *tags], stdout=subprocess.PIPE, stderr=err)
-        assert proc.stdout is not None
-        while chunk := proc.stdout.read(CHUNK):
-            digest.update(chunk)
-            out.write(chunk)
-            size += len(chunk)
-        if proc.wait() != 0:
-            err.seek(0)
-            raise AirgapError(f"docker save failed:\n{err.read().decode(errors='replace')}")
+    while chunk := src.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+        if dst is not None:
+            dst.write(chunk)
     return digest.hexdigest(), size
+
+
+def streamed(
+    *args: str, feed: IO[bytes] | None = None, sink: IO[bytes] | None = None
+) -> tuple[str, int, str]:
+    """`docker ARGS` with feed copied to its stdin, or its stdout copied into sink, in chunks
+    (the images: gigabytes): (sha256 and size of what went through, the rest of its output).
+    Raises with that output when it fails."""
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [*docker_cmd(), *args],
+            stdin=subprocess.PIPE if feed else None,
+            stdout=subprocess.PIPE if sink else log,
+            stderr=log,
+        )
+        pipe = proc.stdin or proc.stdout
+        assert pipe is not None
+        try:
+            sha256, size = copy(feed, pipe) if feed else copy(pipe, sink)
+        except BrokenPipeError:
+            sha256, size = "", 0  # docker stopped early: its exit status and output say why
+        finally:
+            pipe.close()
+        status = proc.wait()
+        log.seek(0)
+        text = log.read().decode(errors="replace").strip()
+    if status != 0:
+        raise AirgapError(f"docker {args[0]} failed:\n{text}")
+    return sha256, size, text
 
 
 def write_archive(path: Path, tags: Sequence[str], manifest: dict[str, Any]) -> None:
     """images.tar first, streamed (its header is rewritten once the size is known: no
     temporary copy of gigabytes), then manifest.json with images.tar's digest."""
     partial = path.with_name(path.name + ".partial")
-    mtime = int(time.time())
+    payload = tarfile.TarInfo(PAYLOAD)
+    payload.mtime = int(time.time())
     try:
         with partial.open("wb") as out:
-            out.write(tar_header(PAYLOAD, 0, mtime))
-            sha256, size = save_into(out, tags)
-            out.write(padding(size))
+            # GNU format: sizes past 8 GiB still fit in the 512-byte header.
+            out.write(payload.tobuf(format=tarfile.GNU_FORMAT))
+            sha256, payload.size, _ = streamed("save", *tags, sink=out)
+            out.write(b"\0" * (-payload.size % tarfile.BLOCKSIZE))
             end = out.tell()
             out.seek(0)
-            out.write(tar_header(PAYLOAD, size, mtime))
+            out.write(payload.tobuf(format=tarfile.GNU_FORMAT))
             out.seek(end)
-            manifest["payload"] = {"name": PAYLOAD, "sha256": sha256, "size": size}
+            manifest["payload"] = {"name": PAYLOAD, "sha256": sha256, "size": payload.size}
             data = json.dumps(manifest, indent=2).encode() + b"\n"
-            out.write(tar_header(MANIFEST, len(data), mtime) + data + padding(len(data)))
-            out.write(b"\0" * 2 * BLOCK)
-            out.write(b"\0" * (-out.tell() % tarfile.RECORDSIZE))
+            info = tarfile.TarInfo(MANIFEST)
+            info.size, info.mtime = len(data), payload.mtime
+            with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+                tar.addfile(info, io.BytesIO(data))  # then the end-of-archive blocks
         partial.replace(path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
 
 
-def sha256_of(stream: IO[bytes]) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    while chunk := stream.read(CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
+def sha256_of(path: Path) -> str:
+    with path.open("rb") as stream:
+        return copy(stream)[0]
 
 
 def sidecar(path: Path) -> Path:
@@ -260,11 +260,9 @@ def image_entries(
     found: list[Service], compose: Compose
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(exported, missing) manifest entries, one per tag."""
-    by_tag: dict[str, list[Service]] = {}
-    for service in found:
-        by_tag.setdefault(service.image, []).append(service)
     exported, missing = [], []
-    for tag, users in sorted(by_tag.items()):
+    for tag in sorted({s.image for s in found}):
+        users = [s for s in found if s.image == tag]
         entry: dict[str, Any] = {
             "tag": tag,
             "services": [s.name for s in users],
@@ -309,8 +307,7 @@ def export(args: argparse.Namespace, compose: Compose) -> int:
     }
     archive.parent.mkdir(parents=True, exist_ok=True)
     write_archive(archive, [e["tag"] for e in exported], manifest)
-    with archive.open("rb") as stream:
-        sha256, size = sha256_of(stream)
+    sha256, size = sha256_of(archive), archive.stat().st_size
     sidecar(archive).write_text(f"{sha256}  {archive.name}\n")
     took = time.monotonic() - started
     say(f"wrote {archive}: {len(exported)} image(s), {mb(size)}, sha256 {sha256}, {took:.1f} s")
@@ -326,31 +323,28 @@ def check_sidecar(archive: Path) -> None:
     if not path.exists():
         say(f"no {path.name} beside the archive: only the manifest's digest is checked")
         return
-    expected = path.read_text().split()[0]
-    with archive.open("rb") as stream:
-        actual, _ = sha256_of(stream)
+    expected, actual = path.read_text().split()[0], sha256_of(archive)
     if actual != expected:
         raise AirgapError(f"{archive}: sha256 {actual}, {path.name} says {expected}")
     say(f"{archive.name}: sha256 matches {path.name}")
 
 
-def read_manifest(tar: tarfile.TarFile) -> tuple[dict[str, Any], tarfile.TarInfo]:
+def member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
     try:
-        stream = tar.extractfile(MANIFEST)
-        payload = tar.getmember(PAYLOAD)
+        stream = tar.extractfile(name)
     except KeyError as exc:
         raise AirgapError(f"not an archive of airgap.py export: {exc}") from exc
     assert stream is not None
-    manifest: dict[str, Any] = json.load(stream)
+    return stream
+
+
+def read_manifest(tar: tarfile.TarFile) -> dict[str, Any]:
+    """The manifest, once images.tar is found to match the digest it gives."""
+    manifest: dict[str, Any] = json.load(member(tar, MANIFEST))
+    payload = member(tar, PAYLOAD)
     if manifest.get("format") != FORMAT:
         raise AirgapError(f"unknown archive format {manifest.get('format')!r} (want {FORMAT})")
-    return manifest, payload
-
-
-def check_payload(tar: tarfile.TarFile, member: tarfile.TarInfo, manifest: dict[str, Any]) -> None:
-    stream = tar.extractfile(member)
-    assert stream is not None
-    sha256, size = sha256_of(stream)
+    sha256, size = copy(payload)
     want = manifest["payload"]
     if (sha256, size) != (want["sha256"], want["size"]):
         raise AirgapError(
@@ -358,42 +352,20 @@ def check_payload(tar: tarfile.TarFile, member: tarfile.TarInfo, manifest: dict[
             f"{want['sha256']} ({want['size']} bytes); nothing loaded"
         )
     say(f"{PAYLOAD}: sha256 matches the manifest ({mb(size)})")
+    return manifest
 
 
 def check_tags(found: list[Service], manifest: dict[str, Any]) -> None:
     """Compose must name, for each service, the tag the archive carries for it."""
-    carried = {s: e for e in manifest["images"] for s in e["services"]}
+    carried = {s: e["tag"] for e in manifest["images"] for s in e["services"]}
     wrong = [
         f"service {s.name}: compose names {s.image} here, the archive has "
-        f"{carried[s.name]['tag']} (set {s.variable or 'its image'}={carried[s.name]['tag']})"
+        f"{carried[s.name]} (set {s.variable or 'its image'}={carried[s.name]})"
         for s in found
-        if s.name in carried and carried[s.name]["tag"] != s.image
+        if carried.get(s.name, s.image) != s.image
     ]
     if wrong:
         raise AirgapError("the compose model does not match the archive:\n  " + "\n  ".join(wrong))
-
-
-def docker_load(tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-    stream = tar.extractfile(member)
-    assert stream is not None
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(
-            [*docker_cmd(), "load"], stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT
-        )
-        assert proc.stdin is not None
-        try:
-            while chunk := stream.read(CHUNK):
-                proc.stdin.write(chunk)
-        except BrokenPipeError:
-            pass  # docker load stopped early: its exit status and output say why
-        finally:
-            proc.stdin.close()
-        status = proc.wait()
-        out.seek(0)
-        text = out.read().decode(errors="replace").strip()
-    if status != 0:
-        raise AirgapError(f"docker load failed:\n{text}")
-    say(text)
 
 
 def check_ids(manifest: dict[str, Any]) -> None:
@@ -413,33 +385,26 @@ def plan(found: list[Service]) -> tuple[list[str], dict[str, str]]:
     the engine and everything it needs can; a one-shot step is started only for a service
     that needs it (or when none needs it at all)."""
     by_name = {s.name: s for s in found}
-    present = {s.image: inspect(s.image) is not None for s in found}
+    users = {s.name: [u.name for u in found if s.name in u.needs] for s in found}
     left_out: dict[str, str] = {}
-    startable: set[str] = set()
 
+    @functools.cache
     def can_start(name: str) -> bool:
-        if name in startable or name in left_out:
-            return name in startable
         service = by_name[name]
-        if not present[service.image]:
+        if inspect(service.image) is None:
             left_out[name] = f"its image {service.image} is neither in the archive nor here"
             return False
-        for dep in service.needs:
-            if not can_start(dep):
-                left_out[name] = f"needs {dep}, which is left out"
-                return False
-        startable.add(name)
-        return True
+        blocked = next((dep for dep in service.needs if not can_start(dep)), None)
+        if blocked:
+            left_out[name] = f"needs {blocked}, which is left out"
+        return blocked is None
 
-    users = {s.name: [u.name for u in found if s.name in u.needs] for s in found}
-    todo = [s.name for s in found if can_start(s.name) and not (s.one_shot and users[s.name])]
-    targets: set[str] = set()
-    while todo:
-        name = todo.pop()
-        if name not in targets:
-            targets.add(name)
-            todo.extend(by_name[name].needs)
-    for name in sorted(startable - targets):
+    def with_needs(name: str) -> set[str]:
+        return {name}.union(*(with_needs(dep) for dep in by_name[name].needs))
+
+    chosen = [s.name for s in found if can_start(s.name) and not (s.one_shot and users[s.name])]
+    targets = set().union(*map(with_needs, chosen))
+    for name in sorted(n for n in by_name if can_start(n) and n not in targets):
         left_out[name] = f"one-shot step for {', '.join(users[name])}"
     return [s.name for s in found if s.name in targets], left_out
 
@@ -449,13 +414,12 @@ def load(args: argparse.Namespace, compose: Compose) -> int:
     archive = Path(args.archive)
     check_sidecar(archive)
     with tarfile.open(archive, "r:") as tar:
-        manifest, payload = read_manifest(tar)
-        check_payload(tar, payload, manifest)
+        manifest = read_manifest(tar)
         for entry in manifest["missing"]:
             say(f"not in the archive: {entry['tag']} ({services_of(entry)})")
         found = [] if args.no_up else services(compose, placeholders=False)
         check_tags(found, manifest)
-        docker_load(tar, payload)
+        say(streamed("load", feed=member(tar, PAYLOAD))[2])
     check_ids(manifest)
     say(f"loaded in {time.monotonic() - started:.1f} s")
     if args.no_up:
@@ -508,7 +472,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     files = tuple(p.resolve() for p in args.file or [ROOT / f for f in DEFAULT_FILES])
-    compose = Compose(files, args.env_file, getattr(args, "project_name", None))
+    given = {"--env-file": args.env_file, "--project-name": getattr(args, "project_name", None)}
+    compose = Compose(files, tuple(a for opt, v in given.items() if v for a in (opt, v)))
     try:
         return export(args, compose) if args.command == "export" else load(args, compose)
     except AirgapError as exc:

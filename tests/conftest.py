@@ -1,32 +1,22 @@
-"""Shared fixtures: the repository's paths and one throwaway Postgres for the whole run."""
+"""The suite's set-up: the API package importable, Ultralytics kept offline, and the fixtures
+every test directory shares, registered as plugins: the API in the test process
+(tests/support/api_app.py) and on a loopback port (tests/support/live_api.py)."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+import tempfile
 from pathlib import Path
 
-import pytest
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "api"))  # the API package (`app`), as installed by `make install`
 
+# Never let Ultralytics reach for the network or write into the user's home.
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault(
+    "YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "ultralytics-config-tests")
+)
 
-@pytest.fixture(scope="session")
-def postgres_admin_url() -> Iterator[str]:
-    """The Postgres server of TEST_DATABASE_URL or DATABASE_URL when given (its user must be
-    allowed to create databases: each test gets its own, cloned from a migrated template);
-    otherwise a cluster started from the machine's PostgreSQL binaries, removed afterwards."""
-    given = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL", "")
-    if given.startswith("postgresql"):
-        yield given
-        return
-    from tests.support.postgres import ThrowawayCluster
-
-    cluster = ThrowawayCluster()
-    cluster.start()
-    try:
-        yield cluster.admin_url
-    finally:
-        cluster.destroy()
+pytest_plugins = ["tests.support.api_app", "tests.support.live_api"]

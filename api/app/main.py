@@ -13,6 +13,7 @@ from app.deps import Resources
 from app.errors import install_error_handlers
 from app.jobs import routes as job_routes
 from app.jobs import service
+from app.jobs.intake import Intake
 from app.keys import routes as key_routes
 from app.logs import configure_logging
 from app.middleware import HardeningMiddleware
@@ -117,8 +118,11 @@ def _open(settings: Settings) -> Resources:
 
         orchestrator = LocalOrchestrator(settings, report)
     dispatcher = Dispatcher(settings, sessions, orchestrator)
+    intake = Intake(settings, sessions, storage, wake=dispatcher.wake)
     reconciler = Reconciler(settings, sessions, orchestrator, storage)
-    return Resources(settings, engine, sessions, storage, orchestrator, dispatcher, reconciler)
+    return Resources(
+        settings, engine, sessions, storage, intake, orchestrator, dispatcher, reconciler
+    )
 
 
 app = create_app()

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
+
 from yolo_cli import __version__
 from yolo_cli.client import (
     TERMINAL,
@@ -185,22 +187,26 @@ def send(
 
 def wait(api: Api, rows: list[Row], timeout_s: float, progress: Progress) -> None:
     """Poll the unfinished jobs until each has succeeded or failed, or `timeout_s` passes."""
-    deadline = time.monotonic() + timeout_s
     pending = [(row, row.job["id"]) for row in rows if row.job and row.status not in TERMINAL]
-    while True:
+
+    def poll() -> list[tuple[Row, str]]:
         for row, job_id in list(pending):
             row.job = api.job(job_id)
             if row.status in TERMINAL:
                 pending.remove((row, job_id))
         failed = sum(row.status in ("failed", "refused") for row in rows)
         progress.update(len(rows) - len(pending), f"{failed} failed" if failed else "")
-        if not pending:
-            break
-        if time.monotonic() > deadline:
-            for row, _ in pending:
-                row.error = f"still {row.status} after {timeout_s:g} s (not waiting any longer)"
-            break
-        time.sleep(0.5)
+        return pending
+
+    polling = Retrying(
+        retry=retry_if_result(bool),  # some job is still unfinished
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(0.5),
+        sleep=time.sleep,
+        retry_error_callback=lambda _state: pending,  # out of time: the jobs left
+    )
+    for row, _ in polling(poll):
+        row.error = f"still {row.status} after {timeout_s:g} s (not waiting any longer)"
     progress.close()
 
 

@@ -12,6 +12,13 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 Job = dict[str, Any]
 Model = dict[str, Any]
@@ -114,36 +121,37 @@ class Api:
 
         A busy answer is retried with the same Idempotency-Key, so a request that did get
         through the first time is never turned into a second set of jobs."""
-        key = uuid.uuid4().hex
-        for attempt in range(self.retries + 1):
-            with ExitStack() as stack:
-                files = [
+        retrying = Retrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, Refused) and exc.busy),
+            stop=stop_after_attempt(self.retries + 1),
+            wait=_retry_delay,
+            sleep=time.sleep,
+            reraise=True,  # the last answer's Refused, not tenacity's RetryError
+        )
+        return retrying(self._upload_once, paths, params, uuid.uuid4().hex)
+
+    def _upload_once(self, paths: list[Path], params: dict[str, str] | None, key: str) -> list[Job]:
+        with ExitStack() as stack:
+            files = [
+                (
+                    "files",
                     (
-                        "files",
-                        (
-                            path.name,
-                            stack.enter_context(path.open("rb")),
-                            _MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream"),
-                        ),
-                    )
-                    for path in paths
-                ]
-                try:
-                    body = self._call(
-                        "POST",
-                        "/v1/uploads",
-                        files=files,
-                        data=params or None,
-                        headers={"Idempotency-Key": key},
-                    )
-                except Refused as exc:
-                    if not exc.busy or attempt == self.retries:
-                        raise
-                    time.sleep(_retry_delay(exc, attempt))
-                    continue
-            jobs: list[Job] = body["jobs"]
-            return jobs
-        raise AssertionError("unreachable")  # pragma: no cover
+                        path.name,
+                        stack.enter_context(path.open("rb")),
+                        _MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+                    ),
+                )
+                for path in paths
+            ]
+            body = self._call(
+                "POST",
+                "/v1/uploads",
+                files=files,
+                data=params or None,
+                headers={"Idempotency-Key": key},
+            )
+        jobs: list[Job] = body["jobs"]
+        return jobs
 
     def job(self, job_id: str) -> Job:
         job: Job = self._call("GET", f"/v1/jobs/{job_id}")
@@ -216,9 +224,15 @@ def _chunks(handle: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def _retry_delay(exc: Refused, attempt: int) -> float:
+_BACKOFF = wait_exponential(multiplier=1, exp_base=2)  # 1, 2, 4, 8 s
+
+
+def _retry_delay(state: RetryCallState) -> float:
     """The server's Retry-After (capped at 30 s), else 1, 2, 4, 8 s."""
-    return min(exc.retry_after_s, 30.0) if exc.retry_after_s is not None else 2.0**attempt
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, Refused) and exc.retry_after_s is not None:
+        return min(exc.retry_after_s, 30.0)
+    return _BACKOFF(state)
 
 
 def _describe(exc: httpx.TransportError) -> str:

@@ -46,6 +46,6 @@ fi
 
 log "building $TAG from $base"
 started=$SECONDS
-# The context is this directory: the Dockerfile copies nothing from it.
-$DOCKER "${args[@]}" "$here" >&2
+# The context is the repository root; Dockerfile.dockerignore lets only the CA helper in.
+$DOCKER "${args[@]}" "$here/../.." >&2
 log "built $TAG in $((SECONDS - started)) s ($($DOCKER image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1 / 1e6}'))"

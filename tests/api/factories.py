@@ -1,5 +1,6 @@
-"""Small factories the API tests share: uploads, and result files as flows/detect.py writes
-them (schema v1) for a job's current batch."""
+"""Small factories the API tests share: uploads, jobs sent to the Kestra stand-in and its
+callbacks, result files as flows/detect.py writes them (schema v1) for a job's current batch,
+and jobs waited for until they end."""
 
 from __future__ import annotations
 
@@ -7,16 +8,40 @@ import io
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.jobs.models import Job
-from tests.api.conftest import ADMIN_KEY, bearer, resources_of
+from tests.support.api_app import ADMIN_KEY, CALLBACK_TOKEN, bearer, resources_of
 from tests.support.images import encode
+from tests.support.kestra import KestraStandin
+from tests.support.wait import wait_until
 
 CLASS_NAMES = {"0": "circle", "1": "square", "2": "triangle"}
+CALLBACK_AUTH = {"Authorization": f"Bearer {CALLBACK_TOKEN}"}
+DETECTION = {
+    "class_id": 1,
+    "class_name": "square",
+    "confidence": 0.91,
+    "box": {"x1": 1.0, "y1": 2.0, "x2": 30.5, "y2": 20.25},
+}
+
+
+def kestra_settings(standin: KestraStandin) -> dict[str, Any]:
+    """Settings overrides that point the API at the stand-in."""
+    return {
+        "orchestrator": "kestra",
+        "kestra_url": standin.url,
+        "kestra_username": standin.state.username,
+        "kestra_password": standin.state.password,
+        "kestra_connect_timeout_s": 0.5,
+        "kestra_read_timeout_s": 2.0,
+        # The in-process stand-in shows executions at once unless a test delays them.
+        "kestra_visibility_grace_s": 0.5,
+    }
 
 
 def job_count(client: TestClient) -> int:
@@ -34,6 +59,62 @@ def upload(client: TestClient, count: int = 1, fmt: str = "PNG") -> list[str]:
     response = client.post("/v1/uploads", files=files)
     assert response.status_code == 202, response.text
     return [job["id"] for job in response.json()["jobs"]]
+
+
+def submitted_job(client: TestClient) -> tuple[str, str]:
+    """One job, sent alone: (its id, its batch id)."""
+    (job_id,), batch_id = submitted_batch(client, 1)
+    return job_id, batch_id
+
+
+def submitted_batch(client: TestClient, count: int) -> tuple[list[str], str]:
+    """`count` jobs uploaded and sent to the orchestrator as one batch: (their ids, its id)."""
+    ids = upload(client, count)
+    resources_of(client).dispatcher.run_once()
+    jobs = [client.get(f"/v1/jobs/{job_id}").json() for job_id in ids]
+    assert {job["status"] for job in jobs} == {"submitted"}
+    (batch_id,) = {job["batch_id"] for job in jobs}
+    return ids, batch_id
+
+
+def execution_of(client: TestClient, batch_id: str) -> str:
+    with resources_of(client).sessions() as session:
+        found = session.scalars(select(Job.execution_id).where(Job.batch_id == batch_id)).first()
+    assert found is not None
+    return found
+
+
+def callback(
+    client: TestClient,
+    kestra: KestraStandin,
+    batch_id: str,
+    state: str,
+    headers: dict[str, str] = CALLBACK_AUTH,
+) -> dict[str, str]:
+    """Kestra moves the batch's execution to `state`, then its afterExecution task calls."""
+    execution_id = execution_of(client, batch_id)
+    kestra.state.set_state(execution_id, state)
+    response = client.post(
+        "/v1/callbacks/kestra",
+        headers=headers,
+        json={"batch_id": batch_id, "execution_id": execution_id, "state": state},
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["batch_id"] == batch_id
+    jobs: dict[str, str] = response.json()["jobs"]
+    return jobs
+
+
+def wait_terminal(client: TestClient, job_ids: list[str], timeout_s: float = 180) -> list[Any]:
+    """The jobs (as GET /v1/jobs/<id> shows them) once every one has succeeded or failed."""
+
+    def jobs() -> list[Any]:
+        return [client.get(f"/v1/jobs/{job_id}").json() for job_id in job_ids]
+
+    def ended(found: list[Any]) -> bool:
+        return all(job["status"] in ("succeeded", "failed") for job in found)
+
+    return wait_until(jobs, timeout_s, what="the jobs to end", interval_s=0.2, until=ended)
 
 
 def write_result(client: TestClient, job_id: str, /, **fields: object) -> None:
@@ -78,8 +159,9 @@ def push_model(
     client: TestClient, name: str, body: bytes | None = None, key: str = ADMIN_KEY
 ) -> httpx.Response:
     """PUT /v1/models/<name> with the admin key (or `key`); `body` defaults to torch_archive()."""
-    return client.put(
+    response: httpx.Response = client.put(
         f"/v1/models/{name}",
         content=torch_archive() if body is None else body,
         headers={"Content-Type": "application/octet-stream", **bearer(key)},
     )
+    return response

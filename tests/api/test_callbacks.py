@@ -6,63 +6,20 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
-from app.jobs.models import Job
-from tests.api.conftest import CALLBACK_TOKEN, resources_of
-from tests.api.factories import CLASS_NAMES, upload, write_result, write_success
-from tests.support.kestra_standin import KestraStandin
-
-AUTH = {"Authorization": f"Bearer {CALLBACK_TOKEN}"}
-DETECTION = {
-    "class_id": 1,
-    "class_name": "square",
-    "confidence": 0.91,
-    "box": {"x1": 1.0, "y1": 2.0, "x2": 30.5, "y2": 20.25},
-}
-
-
-def submitted_job(client: TestClient) -> tuple[str, str]:
-    """One job, sent alone: (its id, its batch id)."""
-    (job_id,), batch_id = submitted_batch(client, 1)
-    return job_id, batch_id
-
-
-def submitted_batch(client: TestClient, count: int) -> tuple[list[str], str]:
-    ids = upload(client, count)
-    resources_of(client).dispatcher.run_once()
-    jobs = [client.get(f"/v1/jobs/{job_id}").json() for job_id in ids]
-    assert {job["status"] for job in jobs} == {"submitted"}
-    (batch_id,) = {job["batch_id"] for job in jobs}
-    return ids, batch_id
-
-
-def execution_of(client: TestClient, batch_id: str) -> str:
-    with resources_of(client).sessions() as session:
-        found = session.scalars(select(Job.execution_id).where(Job.batch_id == batch_id)).first()
-    assert found is not None
-    return found
-
-
-def callback(
-    client: TestClient,
-    kestra: KestraStandin,
-    batch_id: str,
-    state: str,
-    headers: dict[str, str] = AUTH,
-) -> dict[str, str]:
-    """Kestra moves the batch's execution to `state`, then its afterExecution task calls."""
-    execution_id = execution_of(client, batch_id)
-    kestra.state.set_state(execution_id, state)
-    response = client.post(
-        "/v1/callbacks/kestra",
-        headers=headers,
-        json={"batch_id": batch_id, "execution_id": execution_id, "state": state},
-    )
-    assert response.status_code == 202, response.text
-    assert response.json()["batch_id"] == batch_id
-    jobs: dict[str, str] = response.json()["jobs"]
-    return jobs
+from tests.api.factories import (
+    CALLBACK_AUTH,
+    CLASS_NAMES,
+    DETECTION,
+    callback,
+    execution_of,
+    submitted_batch,
+    submitted_job,
+    write_result,
+    write_success,
+)
+from tests.support.api_app import CALLBACK_TOKEN, resources_of
+from tests.support.kestra import KestraStandin
 
 
 def test_success_callback_stores_the_result(
@@ -144,7 +101,7 @@ def test_callback_needs_the_token(kestra_client: TestClient, kestra: KestraStand
 def test_callback_for_an_unknown_batch_is_404(kestra_client: TestClient) -> None:
     response = kestra_client.post(
         "/v1/callbacks/kestra",
-        headers=AUTH,
+        headers=CALLBACK_AUTH,
         json={
             "batch_id": "00000000-0000-0000-0000-000000000000",
             "execution_id": "x",
@@ -163,7 +120,7 @@ def test_callback_from_another_execution_changes_nothing(
     for execution_id in ("someoneelse", execution_of(kestra_client, other_batch)):
         response = kestra_client.post(
             "/v1/callbacks/kestra",
-            headers=AUTH,
+            headers=CALLBACK_AUTH,
             json={"batch_id": batch_id, "execution_id": execution_id, "state": "FAILED"},
         )
         assert response.status_code == 404, response.text
@@ -217,7 +174,7 @@ def test_an_early_success_callback_changes_nothing_kestra_does_not_confirm(
     kestra.state.set_state(execution_id, "RUNNING")  # Kestra's truth: still running
     response = kestra_client.post(
         "/v1/callbacks/kestra",
-        headers=AUTH,
+        headers=CALLBACK_AUTH,
         json={"batch_id": batch_id, "execution_id": execution_id, "state": "SUCCESS"},
     )
     assert response.status_code == 202
@@ -239,7 +196,7 @@ def test_a_callback_kestra_cannot_confirm_is_503_and_changes_nothing(
     kestra.state.faults.fail_next = 10
     response = kestra_client.post(
         "/v1/callbacks/kestra",
-        headers=AUTH,
+        headers=CALLBACK_AUTH,
         json={"batch_id": batch_id, "execution_id": execution_id, "state": "FAILED"},
     )
     assert response.status_code == 503
@@ -272,7 +229,9 @@ def test_bad_callback_bodies_are_refused_in_the_error_shape(
     kestra_client: TestClient, body: bytes, status: int
 ) -> None:
     response = kestra_client.post(
-        "/v1/callbacks/kestra", headers={**AUTH, "Content-Type": "application/json"}, content=body
+        "/v1/callbacks/kestra",
+        headers={**CALLBACK_AUTH, "Content-Type": "application/json"},
+        content=body,
     )
     assert response.status_code == status, response.text
     assert response.json()["error"]["message"]

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from app.config import OrchestratorKind, Refusal, Settings, load_settings
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def test_defaults_are_the_no_docker_dev_mode(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.jobs import repository
-from tests.api.conftest import ADMIN_KEY, SettingsFactory, bearer, keyed_client, resources_of
 from tests.api.factories import job_count, stored_files, upload
+from tests.support.api_app import ADMIN_KEY, SettingsFactory, bearer, keyed_client, resources_of
 from tests.support.images import encode
 from tests.support.live_api import serve
 

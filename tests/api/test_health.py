@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.api.conftest import ADMIN_KEY, SettingsFactory, bearer, kestra_settings
-from tests.support.kestra_standin import KestraStandin
+from tests.api.factories import kestra_settings
+from tests.support.api_app import ADMIN_KEY, SettingsFactory, bearer
+from tests.support.kestra import KestraStandin
 from tests.support.net import free_port
 
 

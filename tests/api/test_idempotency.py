@@ -9,17 +9,18 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import bearer, issue_key
 from tests.api.factories import job_count, stored_files
+from tests.support.api_app import bearer, issue_key
 from tests.support.images import encode
 
 
 def send(client: TestClient, key: str, image: bytes, **headers: str) -> httpx.Response:
-    return client.post(
+    response: httpx.Response = client.post(
         "/v1/uploads",
         files={"files": ("a.png", image)},
         headers={"Idempotency-Key": key, **headers},
     )
+    return response
 
 
 @pytest.mark.parametrize(
@@ -33,7 +34,7 @@ def test_unusable_keys_are_refused(client: TestClient, shared_dir: Path, key: st
     response = client.post(
         "/v1/uploads",
         files={"files": ("a.png", encode("PNG"))},
-        headers=[("Idempotency-Key", raw)],  # type: ignore[arg-type]
+        headers=[("Idempotency-Key", raw)],
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_idempotency_key"
@@ -47,7 +48,7 @@ def test_empty_keys_never_merge_two_clients(client: TestClient, shared_dir: Path
         response = client.post(
             "/v1/uploads",
             files={"files": ("a.png", encode("PNG"))},
-            headers=[("Idempotency-Key", b""), *headers.items()],  # type: ignore[arg-type]
+            headers=[("Idempotency-Key", b""), *headers.items()],
         )
         assert response.status_code == 400
     assert job_count(client) == 0

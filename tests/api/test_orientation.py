@@ -21,10 +21,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.imaging import inspect_image, sniff_format
-from tests.api.conftest import SettingsFactory, keyed_client, resources_of
-from tests.api.test_pipeline_local import MODEL, wait_terminal
-from tests.fixtures.synthetic import CLASS_NAMES, HELD_OUT_SEED_START, match, render_scene
+from tests.api.factories import wait_terminal
+from tests.fixtures.synthetic import CLASS_NAMES, HELD_OUT_SEED_START, boxes_of, match, render_scene
+from tests.support.api_app import SettingsFactory, keyed_client, resources_of
 from tests.support.images import EXTENSIONS, as_stored, frame_of, oriented, tiff_orientation
+from tests.support.paths import FIXTURE_MODEL
+from tests.support.yolo import predict
 
 ORIENTATIONS = range(1, 9)
 FORMATS = ("JPEG", "PNG", "WEBP")
@@ -162,7 +164,7 @@ PIPELINE_CASES = [("JPEG", o) for o in (None, *ORIENTATIONS)] + [
 @pytest.fixture
 def local_client(make_settings: SettingsFactory) -> Iterator[TestClient]:
     settings = make_settings(
-        model=str(MODEL), confidence=0.25, image_size=640, max_files_per_request=32
+        model=str(FIXTURE_MODEL), confidence=0.25, image_size=640, max_files_per_request=32
     )
     with keyed_client(settings) as client:
         yield client
@@ -172,7 +174,7 @@ def local_client(make_settings: SettingsFactory) -> Iterator[TestClient]:
 def test_rotated_photos_are_detected_in_the_frame_they_are_shown_in(
     local_client: TestClient, shared_dir: Path
 ) -> None:
-    from ultralytics import YOLO
+    from ultralytics.models import YOLO
 
     scenes = [
         render_scene(HELD_OUT_SEED_START + 7200 + k, width=560, height=400)
@@ -190,25 +192,22 @@ def test_rotated_photos_are_detected_in_the_frame_they_are_shown_in(
     resources_of(local_client).dispatcher.run_once()
     jobs = wait_terminal(local_client, job_ids)
 
-    model = YOLO(str(MODEL))
+    model = YOLO(str(FIXTURE_MODEL))
     for job, case, (image, truth) in zip(jobs, PIPELINE_CASES, scenes, strict=True):
         # Succeeded: the result checks accepted every box as inside the job's image.
         assert job["status"] == "succeeded", (case, job["error"])
         assert (job["image_width"], job["image_height"]) == image.size == (560, 400), case
         detections = job["detections"]
-        boxes = [
-            (d["class_id"], tuple(d["box"][k] for k in ("x1", "y1", "x2", "y2")))
-            for d in detections
-        ]
-        assert match(truth, boxes)["ok"], (case, truth, detections)  # the upright scene's
+        # The upright scene's boxes.
+        assert match(truth, boxes_of(detections))["ok"], (case, truth, detections)
         assert all(d["class_name"] == CLASS_NAMES[d["class_id"]] for d in detections)
 
         # Ultralytics itself on the stored file: the same frame, box for box.
         (stored,) = (shared_dir / "uploads").glob(f"{job['id']}.*")
-        direct = model.predict(str(stored), conf=0.25, imgsz=640, verbose=False)[0]
+        direct = predict(model, stored)
         assert direct.orig_shape == (400, 560), case
-        assert [int(c) for c in direct.boxes.cls.tolist()] == [d["class_id"] for d in detections]
-        for row, d in zip(direct.boxes.xyxy.tolist(), detections, strict=True):
+        assert direct.classes == [d["class_id"] for d in detections]
+        for row, d in zip(direct.xyxy, detections, strict=True):
             assert row == pytest.approx([d["box"][k] for k in ("x1", "y1", "x2", "y2")], abs=0.01)
 
         annotated = local_client.get(job["annotated_url"])

@@ -4,50 +4,40 @@ Ultralytics inference -> result in Postgres, matching ground truth and a direct 
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.api.conftest import SettingsFactory, keyed_client, resources_of
-from tests.conftest import ROOT
-from tests.fixtures.synthetic import CLASS_NAMES, HELD_OUT_SEED_START, match, render_scene
+from tests.api.factories import wait_terminal
+from tests.fixtures.synthetic import (
+    CLASS_NAMES,
+    HELD_OUT_SEED_START,
+    boxes_of,
+    match,
+    render_scene,
+)
+from tests.support.api_app import SettingsFactory, keyed_client, resources_of
+from tests.support.images import png
+from tests.support.paths import FIXTURE_MODEL, ROOT
+from tests.support.yolo import predict
 
-MODEL = ROOT / "tests" / "fixtures" / "model" / "shapes.pt"
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def local_client(make_settings: SettingsFactory) -> Iterator[TestClient]:
-    settings = make_settings(model=str(MODEL), confidence=0.25, image_size=640)
+    settings = make_settings(model=str(FIXTURE_MODEL), confidence=0.25, image_size=640)
     with keyed_client(settings) as client:
         yield client
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def wait_terminal(client: TestClient, job_ids: list[str], timeout_s: float = 180) -> list[Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        jobs = [client.get(f"/v1/jobs/{job_id}").json() for job_id in job_ids]
-        if all(job["status"] in ("succeeded", "failed") for job in jobs):
-            return jobs
-        assert time.monotonic() < deadline, [job["status"] for job in jobs]
-        time.sleep(0.2)
 
 
 def test_upload_to_detections_matches_ground_truth_and_ultralytics(
     local_client: TestClient, shared_dir: Path
 ) -> None:
-    from ultralytics import YOLO
+    from ultralytics.models import YOLO
 
     scenes = [render_scene(HELD_OUT_SEED_START + 500 + k) for k in range(2)]
     files = [("files", (f"scene{k}.png", png(img))) for k, (img, _) in enumerate(scenes)]
@@ -57,27 +47,23 @@ def test_upload_to_detections_matches_ground_truth_and_ultralytics(
     resources_of(local_client).dispatcher.run_once()
     jobs = wait_terminal(local_client, job_ids)
 
-    model = YOLO(str(MODEL))
+    model = YOLO(str(FIXTURE_MODEL))
     for job, (image, truth) in zip(jobs, scenes, strict=True):
         assert job["status"] == "succeeded", job["error"]
         assert job["execution_id"].startswith("local-")
         assert (job["image_width"], job["image_height"]) == image.size
         assert job["inference_ms"] > 0
         detections = job["detections"]
-        boxes = [
-            (d["class_id"], tuple(d["box"][k] for k in ("x1", "y1", "x2", "y2")))
-            for d in detections
-        ]
-        assert match(truth, boxes)["ok"], (truth, detections)
+        assert match(truth, boxes_of(detections))["ok"], (truth, detections)
         assert all(d["class_name"] == CLASS_NAMES[d["class_id"]] for d in detections)
 
         # Box for box what Ultralytics itself returns on the stored file.
         stored = shared_dir / "uploads" / f"{job['id']}.png"
-        direct = model.predict(str(stored), conf=0.25, imgsz=640, verbose=False)[0].boxes
-        assert [int(c) for c in direct.cls.tolist()] == [d["class_id"] for d in detections]
-        for row, d in zip(direct.xyxy.tolist(), detections, strict=True):
+        direct = predict(model, stored)
+        assert direct.classes == [d["class_id"] for d in detections]
+        for row, d in zip(direct.xyxy, detections, strict=True):
             assert row == pytest.approx([d["box"][k] for k in ("x1", "y1", "x2", "y2")], abs=0.01)
-        for conf, d in zip(direct.conf.tolist(), detections, strict=True):
+        for conf, d in zip(direct.conf, detections, strict=True):
             assert conf == pytest.approx(d["confidence"], abs=1e-4)
 
         annotated = local_client.get(job["annotated_url"])
@@ -109,7 +95,7 @@ def test_dev_mode_sqlite_with_background_workers(
 
     url = f"sqlite:///{tmp_path / 'dev.sqlite3'}"
     migrate(url)
-    settings = make_settings(database_url=url, model=str(MODEL), workers_enabled=True)
+    settings = make_settings(database_url=url, model=str(FIXTURE_MODEL), workers_enabled=True)
     scenes = [render_scene(HELD_OUT_SEED_START + 700 + k) for k in range(3)]
     with keyed_client(settings) as client:
         response = client.post(
@@ -120,5 +106,4 @@ def test_dev_mode_sqlite_with_background_workers(
     for job, (_, truth) in zip(jobs, scenes, strict=True):
         assert job["status"] == "succeeded", job["error"]
         assert job["submitted_at"] <= job["started_at"] <= job["finished_at"]
-        boxes = [(d["class_id"], tuple(d["box"].values())) for d in job["detections"]]
-        assert match(truth, boxes)["ok"]
+        assert match(truth, boxes_of(job["detections"]))["ok"]

@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import resources_of
-from tests.api.factories import write_result, write_success
-from tests.api.test_callbacks import DETECTION, callback, submitted_job
-from tests.support.kestra_standin import KestraStandin
+from tests.api.factories import DETECTION, callback, submitted_job, write_result, write_success
+from tests.support.api_app import resources_of
+from tests.support.kestra import KestraStandin
 
 
 def box(**corners: float) -> dict[str, float]:

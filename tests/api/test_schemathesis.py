@@ -31,7 +31,7 @@ from app.db import Base, make_engine, make_session_factory, session_scope
 from app.keys import service as keys
 from app.main import create_app
 from app.storage import SharedStorage
-from tests.api.conftest import ADMIN_KEY, CALLBACK_TOKEN, SettingsFactory
+from tests.support.api_app import ADMIN_KEY, CALLBACK_TOKEN, SettingsFactory
 from tests.support.images import encode
 
 AnyCase = Case[Any]  # a case of any operation

@@ -17,11 +17,10 @@ from app import startup
 from app.config import Refusal, Settings
 from app.main import create_app
 from app.startup import check_model, check_orchestrator, local_model_found
-from tests.conftest import ROOT
 from tests.support.net import free_port
+from tests.support.paths import FIXTURE_MODEL
 from tests.support.processes import api_as_in_image, clean_env, lines
 
-FIXTURE_MODEL = "tests/fixtures/model/shapes.pt"
 LOCAL_REFUSAL = "ORCHESTRATOR=local runs flows/detect.py with the host's Ultralytics"
 
 
@@ -58,7 +57,7 @@ def test_found_where_the_detection_script_looks(workdir: Path, model: str, file:
 
 
 def test_an_absolute_path_must_be_a_file(workdir: Path) -> None:
-    assert local_model_found(local(workdir, model=str(ROOT / FIXTURE_MODEL)))
+    assert local_model_found(local(workdir, model=str(FIXTURE_MODEL)))
     assert not local_model_found(local(workdir, model=str(workdir / "none.pt")))
 
 

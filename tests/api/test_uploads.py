@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 import app.storage
-from app.jobs import service
-from tests.api.conftest import SettingsFactory, keyed_client, resources_of
+from app.jobs import intake
 from tests.api.factories import job_count, stored_files
+from tests.support.api_app import SettingsFactory, keyed_client, resources_of
 from tests.support.images import encode, png_bomb
 
 
@@ -267,13 +267,13 @@ def test_a_retry_racing_the_first_request_gets_its_jobs(
     headers = {"Idempotency-Key": "race-1"}
     first = client.post("/v1/uploads", files={"files": ("a.png", encode("PNG"))}, headers=headers)
     # The retry's lookup ran before the first request committed: its INSERT then conflicts.
-    real, calls = service.jobs_for_retry, []
+    real, calls = intake.jobs_for_retry, []
 
-    def stale_first_lookup(session: Session, request: service.UploadRequest) -> Any:
+    def stale_first_lookup(session: Session, request: intake.UploadRequest) -> Any:
         calls.append(request.idempotency_key)
         return [] if len(calls) == 1 else real(session, request)
 
-    monkeypatch.setattr(service, "jobs_for_retry", stale_first_lookup)
+    monkeypatch.setattr(intake, "jobs_for_retry", stale_first_lookup)
     second = client.post("/v1/uploads", files={"files": ("a.png", encode("PNG"))}, headers=headers)
     assert first.status_code == second.status_code == 202
     assert [j["id"] for j in second.json()["jobs"]] == [j["id"] for j in first.json()["jobs"]]

@@ -10,33 +10,15 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.api.conftest import ADMIN_KEY
-from tests.cli.conftest import bearer, new_key, revoke_key, run_cli
-from tests.conftest import ROOT
-from tests.fixtures.synthetic import HELD_OUT_SEED_START, GroundTruth, match, render_scene
-from tests.support.images import encode
-from tests.support.live_api import StartApi
+from tests.fixtures.synthetic import boxes_of, match
+from tests.support.api_app import ADMIN_KEY
+from tests.support.images import encode, scene_file
+from tests.support.live_api import StartApi, api_jobs, new_key, revoke_key
 from tests.support.net import free_port
-
-
-def scene(path: Path, seed: int) -> list[GroundTruth]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image, truth = render_scene(HELD_OUT_SEED_START + seed)
-    image.save(path, quality=92)
-    return truth
-
-
-def boxes(detections: list[dict[str, object]]) -> list[tuple[object, list[object]]]:
-    return [(d["class_id"], list(d["box"].values())) for d in detections]  # type: ignore[attr-defined]
-
-
-def api_jobs(url: str, key: str = ADMIN_KEY) -> list[dict[str, object]]:
-    """The jobs the key sees (the admin key: everyone's)."""
-    jobs: list[dict[str, object]] = httpx.get(f"{url}/v1/jobs", headers=bearer(key)).json()["jobs"]
-    return jobs
+from tests.support.paths import ROOT
+from tests.support.processes import run_cli
 
 
 @pytest.mark.slow
@@ -46,10 +28,10 @@ def test_upload_a_folder_and_wait_prints_the_detections(
     url = start_api()
     folder = tmp_path / "photos"
     truths = {
-        str(folder / "a.png"): scene(folder / "a.png", 7100),
-        str(folder / "trip" / "B.JPG"): scene(folder / "trip" / "B.JPG", 7101),
+        str(folder / "a.png"): scene_file(folder / "a.png", 7100),
+        str(folder / "trip" / "B.JPG"): scene_file(folder / "trip" / "B.JPG", 7101),
     }
-    scene(folder / ".cache" / "hidden.png", 7102)  # hidden: skipped
+    scene_file(folder / ".cache" / "hidden.png", 7102)  # hidden: skipped
     (folder / "notes.txt").write_text("not an image name: skipped")
 
     result = run_cli(
@@ -62,7 +44,7 @@ def test_upload_a_folder_and_wait_prints_the_detections(
     for row in rows:
         assert row["status"] == "succeeded", row
         assert row["error"] is None
-        assert match(truths[row["file"]], boxes(row["detections"]))["ok"], row
+        assert match(truths[row["file"]], boxes_of(row["detections"]))["ok"], row
     assert "upload [##############################] 2/2" in result.stderr
     assert "detect [##############################] 2/2" in result.stderr
     assert "Traceback" not in result.stderr
@@ -81,7 +63,7 @@ def test_upload_a_folder_and_wait_prints_the_detections(
 @pytest.mark.slow
 def test_a_failed_job_exits_non_zero_and_says_why(start_api: StartApi, tmp_path: Path) -> None:
     url = start_api(model=str(ROOT / "no-such-model.pt"))
-    scene(tmp_path / "a.png", 7110)
+    scene_file(tmp_path / "a.png", 7110)
 
     result = run_cli(
         "upload", str(tmp_path / "a.png"), "--wait", "--url", url, env={"YOLO_API_KEY": ADMIN_KEY}
@@ -161,9 +143,9 @@ def test_nothing_to_upload_is_a_usage_error(tmp_path: Path, args: list[str], mes
     assert result.stderr == message.format(tmp=tmp_path)
 
 
-def test_the_cli_installs_on_its_own_with_httpx_only(tmp_path: Path) -> None:
+def test_the_cli_installs_on_its_own_with_httpx_and_tenacity_only(tmp_path: Path) -> None:
     project = tomllib.loads((ROOT / "cli" / "pyproject.toml").read_text())["project"]
-    assert [dep.split(">")[0] for dep in project["dependencies"]] == ["httpx"]
+    assert [dep.split(">")[0] for dep in project["dependencies"]] == ["httpx", "tenacity"]
     subprocess.run(
         [
             sys.executable,

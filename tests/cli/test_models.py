@@ -10,15 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import ADMIN_KEY
-from tests.cli.conftest import bearer, new_key, run_cli
-from tests.cli.test_cli import api_jobs, boxes, scene
-from tests.conftest import ROOT
-from tests.fixtures.synthetic import match
-from tests.support.images import encode
-from tests.support.live_api import MODEL, StartApi
+from tests.fixtures.synthetic import boxes_of, match
+from tests.support.api_app import ADMIN_KEY, bearer
+from tests.support.images import encode, scene_file
+from tests.support.live_api import StartApi, api_jobs, new_key
+from tests.support.paths import FIXTURE_MODEL, ROOT
+from tests.support.processes import run_cli
 
-DIGEST = hashlib.sha256(MODEL.read_bytes()).hexdigest()
+DIGEST = hashlib.sha256(FIXTURE_MODEL.read_bytes()).hexdigest()
 ADMIN = {"YOLO_API_KEY": ADMIN_KEY}
 
 
@@ -30,9 +29,13 @@ def listing(url: str) -> dict[str, dict[str, object]]:
 def test_push_list_and_remove_a_model(start_api: StartApi) -> None:
     url = start_api(workers_enabled=False)
 
-    pushed = run_cli("models", "push", str(MODEL), "--url", url, env=ADMIN)
-    copy = run_cli("--url", url, "models", "push", str(MODEL), "--name", "copy.pt", env=ADMIN)
-    again = run_cli("models", "push", str(MODEL), "--name", "copy.pt", "--url", url, env=ADMIN)
+    pushed = run_cli("models", "push", str(FIXTURE_MODEL), "--url", url, env=ADMIN)
+    copy = run_cli(
+        "--url", url, "models", "push", str(FIXTURE_MODEL), "--name", "copy.pt", env=ADMIN
+    )
+    again = run_cli(
+        "models", "push", str(FIXTURE_MODEL), "--name", "copy.pt", "--url", url, env=ADMIN
+    )
     table = run_cli("models", "list", "--url", url, env=ADMIN)
     as_json = run_cli("models", "list", "--json", "--url", url, env=ADMIN)
 
@@ -43,11 +46,11 @@ def test_push_list_and_remove_a_model(start_api: StartApi) -> None:
     assert table.returncode == 0, table.stderr
     header, *lines = table.stdout.splitlines()
     assert header.split() == ["NAME", "SOURCE", "DEFAULT", "SIZE", "SHA256", "PUSHED"]
-    assert lines[0].split()[:2] == [str(MODEL), "image"]  # the default, from the image
+    assert lines[0].split()[:2] == [str(FIXTURE_MODEL), "image"]  # the default, from the image
     assert lines[1].split()[:6] == ["copy.pt", "volume", "-", "1.2", "MB", DIGEST[:12]]
     assert lines[2].split()[:6] == ["shapes.pt", "volume", "-", "1.2", "MB", DIGEST[:12]]
     listed = json.loads(as_json.stdout)
-    assert listed["default"] == str(MODEL)
+    assert listed["default"] == str(FIXTURE_MODEL)
     assert [model["sha256"] for model in listed["models"]] == [None, DIGEST, DIGEST]
 
     removed = run_cli("models", "rm", "copy.pt", "--url", url, env=ADMIN)
@@ -56,7 +59,7 @@ def test_push_list_and_remove_a_model(start_api: StartApi) -> None:
     assert (removed.returncode, removed.stdout) == (0, "removed copy.pt\n")
     assert twice.returncode == 1
     assert twice.stderr == "yoloctl: There is no model 'copy.pt' on the shared volume.\n"
-    assert sorted(listing(url)) == sorted([str(MODEL), "shapes.pt"])
+    assert sorted(listing(url)) == sorted([str(FIXTURE_MODEL), "shapes.pt"])
 
 
 def test_refused_pushes_say_why_and_exit_1(start_api: StartApi, tmp_path: Path) -> None:
@@ -66,8 +69,10 @@ def test_refused_pushes_say_why_and_exit_1(start_api: StartApi, tmp_path: Path) 
     user = new_key(url, "user")
 
     not_a_model = run_cli("models", "push", str(image), "--url", url, env=ADMIN)
-    bad_name = run_cli("models", "push", str(MODEL), "--name", "weights", "--url", url, env=ADMIN)
-    not_admin = run_cli("models", "push", str(MODEL), "--url", url, "--api-key", user)
+    bad_name = run_cli(
+        "models", "push", str(FIXTURE_MODEL), "--name", "weights", "--url", url, env=ADMIN
+    )
+    not_admin = run_cli("models", "push", str(FIXTURE_MODEL), "--url", url, "--api-key", user)
     missing = run_cli("models", "push", str(tmp_path / "none.pt"), "--url", url, env=ADMIN)
 
     assert not_a_model.returncode == bad_name.returncode == not_admin.returncode == 1
@@ -78,7 +83,7 @@ def test_refused_pushes_say_why_and_exit_1(start_api: StartApi, tmp_path: Path) 
         2,
         f"yoloctl: {tmp_path}/none.pt: no such file\n",
     )
-    assert sorted(listing(url)) == [str(MODEL)]
+    assert sorted(listing(url)) == [str(FIXTURE_MODEL)]
     # Any key may list.
     assert run_cli("models", "list", "--url", url, "--api-key", user).returncode == 0
 
@@ -88,8 +93,10 @@ def test_upload_with_a_pushed_model_runs_with_its_weights(
     start_api: StartApi, tmp_path: Path
 ) -> None:
     url = start_api(model=str(ROOT / "no-such-model.pt"))  # the default would fail
-    truth = scene(tmp_path / "a.png", 7200)
-    pushed = run_cli("models", "push", str(MODEL), "--name", "mine.pt", "--url", url, env=ADMIN)
+    truth = scene_file(tmp_path / "a.png", 7200)
+    pushed = run_cli(
+        "models", "push", str(FIXTURE_MODEL), "--name", "mine.pt", "--url", url, env=ADMIN
+    )
     assert pushed.returncode == 0, pushed.stderr
 
     result = run_cli(
@@ -111,7 +118,7 @@ def test_upload_with_a_pushed_model_runs_with_its_weights(
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)
     assert row["status"] == "succeeded", row
-    assert match(truth, boxes(row["detections"]))["ok"], row
+    assert match(truth, boxes_of(row["detections"]))["ok"], row
     (job,) = api_jobs(url)
     assert (job["model"], job["model_sha256"]) == ("models/mine.pt", DIGEST)
     assert (job["confidence"], job["image_size"]) == (0.3, 640)
@@ -136,7 +143,7 @@ def test_parameters_the_api_refuses_end_the_run_with_its_words(
     result = run_cli("upload", str(tmp_path), *options, "--batch", "2", "--url", url, env=ADMIN)
 
     assert (result.returncode, result.stdout) == (2, "")
-    expected = f"yoloctl: the API at {url} answered: " + message.format(model=MODEL)
+    expected = f"yoloctl: the API at {url} answered: " + message.format(model=FIXTURE_MODEL)
     assert result.stderr.startswith(expected), result.stderr
     assert "Traceback" not in result.stderr
     assert api_jobs(url) == []
@@ -153,4 +160,4 @@ def test_a_model_over_the_servers_limit_is_refused_by_its_length(
 
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == "yoloctl: The request body is larger than 65536 bytes.\n"
-    assert sorted(listing(url)) == [str(MODEL)]
+    assert sorted(listing(url)) == [str(FIXTURE_MODEL)]

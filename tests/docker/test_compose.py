@@ -9,54 +9,42 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.docker.conftest import BuiltImage
-from tests.docker.dockerutil import ROOT, Docker, compose_env, secrets_env, tiny_png
+from tests.support.builds import BuiltImage
+from tests.support.compose import MAIN_FILES, OFFLINE_FILES, Compose, new_project, secrets_env
+from tests.support.engine import Docker
+from tests.support.images import encode
 from tests.support.net import free_port
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.docker
 
-FILES = ["-f", str(ROOT / "docker-compose.yml")]
-OFFLINE_FILES = [*FILES, "-f", str(ROOT / "docker-compose.offline.yml")]
+
+def config(docker: Docker, env: dict[str, str], files: tuple[str, ...] = MAIN_FILES) -> Any:
+    """`compose config` of the files with only `env` as variables, parsed."""
+    proc = Compose(docker, new_project("yolotest"), env, files)("config", "--format", "json")
+    return json.loads(proc.stdout)
 
 
-def run_compose(
-    compose: list[str], args: list[str], env: dict[str, str], docker: Docker, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    # Only the variables given: neither the developer's .env (--env-file /dev/null) nor their
-    # shell's settings of the same names leak in.
-    full_env = compose_env(docker.env, env)
-    return subprocess.run(
-        [*compose, "--env-file", "/dev/null", *args],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+@pytest.mark.parametrize("files", [MAIN_FILES, OFFLINE_FILES], ids=["main", "offline"])
+def test_compose_config_is_valid(compose_docker: Docker, files: tuple[str, ...]) -> None:
+    Compose(compose_docker, new_project("yolotest"), secrets_env(), files)("config", "--quiet")
 
 
-@pytest.mark.parametrize("files", [FILES, OFFLINE_FILES], ids=["main", "offline"])
-def test_compose_config_is_valid(compose: list[str], docker: Docker, files: list[str]) -> None:
-    proc = run_compose(compose, [*files, "config", "--quiet"], secrets_env(), docker)
-    assert proc.returncode == 0, proc.stderr
-
-
-def test_compose_refuses_to_start_without_a_required_secret(
-    compose: list[str], docker: Docker
-) -> None:
+def test_compose_refuses_to_start_without_a_required_secret(compose_docker: Docker) -> None:
     env = secrets_env()
     del env["CALLBACK_TOKEN"]
-    proc = run_compose(compose, [*FILES, "config", "--quiet"], env, docker)
+    proc = Compose(compose_docker, new_project("yolotest"), env, MAIN_FILES)(
+        "config", "--quiet", check=False
+    )
     assert proc.returncode != 0
     assert "CALLBACK_TOKEN" in proc.stderr
 
@@ -74,20 +62,16 @@ def test_compose_refuses_to_start_without_a_required_secret(
     ids=["none", "system", "env-wins"],
 )
 def test_the_build_ca_bundle_is_the_chosen_one_then_the_systems(
-    compose: list[str], docker: Docker, given: dict[str, str], expected: Path
+    compose_docker: Docker, given: dict[str, str], expected: Path
 ) -> None:
     """`make` passes the system bundle as SYSTEM_CA_BUNDLE; BUILD_CA_BUNDLE (.env) wins."""
-    env = {**secrets_env(), **given}
-    proc = run_compose(compose, [*FILES, "config", "--format", "json"], env, docker)
-    assert proc.returncode == 0, proc.stderr
-    assert Path(json.loads(proc.stdout)["secrets"]["ca"]["file"]) == expected
+    model = config(compose_docker, {**secrets_env(), **given})
+    assert Path(model["secrets"]["ca"]["file"]) == expected
 
 
-def test_compose_model(compose: list[str], docker: Docker) -> None:
+def test_compose_model(compose_docker: Docker) -> None:
     env = secrets_env()
-    proc = run_compose(compose, [*FILES, "config", "--format", "json"], env, docker)
-    assert proc.returncode == 0, proc.stderr
-    model = json.loads(proc.stdout)
+    model = config(compose_docker, env)
     services = model["services"]
     assert set(services) >= {"api", "postgres", "kestra", "bootstrap"}
     for name in ("api", "postgres", "kestra"):
@@ -113,20 +97,14 @@ def test_compose_model(compose: list[str], docker: Docker) -> None:
     assert kestra["user"] == "root"
     assert kestra["environment"]["ENV_SHARED_VOLUME"] == "yolo-shared-data"
     # Every image is overridable.
-    overridden = run_compose(
-        compose,
-        [*FILES, "config", "--format", "json"],
-        {
-            **env,
-            "API_IMAGE": "m/api:1",
-            "POSTGRES_IMAGE": "m/pg:1",
-            "KESTRA_IMAGE": "m/k:1",
-            "PYTHON_BASE_IMAGE": "m/py:1",
-            "INFERENCE_IMAGE": "m/yolo:1",
-        },
-        docker,
-    )
-    over = json.loads(overridden.stdout)["services"]
+    images = {
+        "API_IMAGE": "m/api:1",
+        "POSTGRES_IMAGE": "m/pg:1",
+        "KESTRA_IMAGE": "m/k:1",
+        "PYTHON_BASE_IMAGE": "m/py:1",
+        "INFERENCE_IMAGE": "m/yolo:1",
+    }
+    over = config(compose_docker, {**env, **images})["services"]
     assert over["api"]["image"] == over["bootstrap"]["image"] == "m/api:1"
     assert over["api"]["build"]["args"]["BASE_IMAGE"] == "m/py:1"
     assert over["postgres"]["image"] == "m/pg:1"
@@ -148,10 +126,12 @@ def test_compose_model(compose: list[str], docker: Docker) -> None:
 
 @dataclass
 class Stack:
-    project: str
-    env: dict[str, str]
+    compose: Compose
     url: str
-    volume: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.compose.env
 
     @property
     def admin(self) -> dict[str, str]:
@@ -161,9 +141,9 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def offline_stack(
-    compose: list[str], docker: Docker, api_image: BuiltImage, postgres_image: str
+    compose_docker: Docker, api_image: BuiltImage, postgres_image: str
 ) -> Iterator[Stack]:
-    project = f"yolotest{secrets.token_hex(4)}"
+    project = new_project("yolotest")
     port = free_port()
     env = {
         **secrets_env(),
@@ -174,44 +154,18 @@ def offline_stack(
         "SHARED_VOLUME_NAME": f"{project}-shared",
         "API_PORT": str(port),
     }
-    stack = Stack(project, env, f"http://127.0.0.1:{port}", env["SHARED_VOLUME_NAME"])
-    up = run_compose(
-        compose,
-        ["-p", project, *OFFLINE_FILES, "up", "-d", "--wait", "--wait-timeout", "240"],
-        env,
-        docker,
-        timeout=400,
-    )
+    stack = Stack(Compose(compose_docker, project, env), f"http://127.0.0.1:{port}")
+    up = stack.compose("up", "-d", "--wait", "--wait-timeout", "240", timeout=400, check=False)
     try:
         if up.returncode != 0:
-            logs = run_compose(compose, ["-p", project, *OFFLINE_FILES, "logs"], env, docker)
-            pytest.fail(f"compose up failed:\n{up.stderr[-4000:]}\n{logs.stdout[-6000:]}")
+            pytest.fail(f"compose up failed:\n{up.stderr[-4000:]}\n{stack.compose.logs()[-6000:]}")
         yield stack
     finally:
-        run_compose(
-            compose,
-            ["-p", project, *OFFLINE_FILES, "down", "-v", "--remove-orphans"],
-            env,
-            docker,
-            timeout=180,
-        )
+        stack.compose.down()
 
 
-def compose_ps(compose: list[str], docker: Docker, stack: Stack) -> dict[str, dict]:
-    proc = run_compose(
-        compose,
-        ["-p", stack.project, *OFFLINE_FILES, "ps", "-a", "--format", "json"],
-        stack.env,
-        docker,
-    )
-    assert proc.returncode == 0, proc.stderr
-    text = proc.stdout.strip()
-    rows = json.loads(text) if text.startswith("[") else [json.loads(x) for x in text.splitlines()]
-    return {row["Service"]: row for row in rows}
-
-
-def test_api_and_postgres_healthy(compose: list[str], docker: Docker, offline_stack: Stack) -> None:
-    rows = compose_ps(compose, docker, offline_stack)
+def test_api_and_postgres_healthy(docker: Docker, offline_stack: Stack) -> None:
+    rows = offline_stack.compose.ps()
     assert rows["postgres"]["Health"] == "healthy", rows["postgres"]
     assert rows["api"]["Health"] == "healthy", rows["api"]
     assert rows["bootstrap"]["State"] == "exited"
@@ -232,10 +186,8 @@ def test_ready_reports_orchestrator_unreachable(offline_stack: Stack) -> None:
     assert httpx.get(f"{offline_stack.url}/health", timeout=10).status_code == 200
 
 
-def test_upload_is_accepted_and_stored(
-    compose: list[str], docker: Docker, offline_stack: Stack
-) -> None:
-    image = tiny_png()
+def test_upload_is_accepted_and_stored(docker: Docker, offline_stack: Stack) -> None:
+    image = encode("PNG", 64, 48, "#c81e1e")
     response = httpx.post(
         f"{offline_stack.url}/v1/uploads",
         files=[("files", ("red.png", image, "image/png"))],
@@ -254,42 +206,26 @@ def test_upload_is_accepted_and_stored(
     assert served.status_code == 200
     assert served.content == image
     # ...stored on the shared volume, owned by uid 1000...
-    rows = compose_ps(compose, docker, offline_stack)
+    rows = offline_stack.compose.ps()
     listing = docker(
         "exec", rows["api"]["Name"], "sh", "-c", f"stat -c '%u %s' /data/uploads/{job['id']}.png"
     ).stdout.split()
     assert listing == ["1000", str(len(image))]
     # ...and recorded in the API's database (its own role and database).
     # psql's own quoting (:'job_id'), not string formatting.
-    out = docker(
-        "exec",
-        "-i",
-        rows["postgres"]["Name"],
-        "psql",
-        "-U",
-        "postgres",
-        "-d",
-        "yolo",
-        "-tA",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-v",
-        f"job_id={job['id']}",
-        input=b"SELECT size_bytes, sha256 FROM jobs WHERE id = :'job_id';\n",
-    ).stdout.strip()
-    assert out == f"{len(image)}|{hashlib.sha256(image).hexdigest()}"
+    query = "SELECT size_bytes, sha256 FROM jobs WHERE id = :'job_id'"
+    rows_of = docker.psql(rows["postgres"]["Name"], "yolo", query, job_id=job["id"])
+    assert rows_of == [[str(len(image)), hashlib.sha256(image).hexdigest()]]
 
 
-def test_keys_are_required_and_made_with_the_command(
-    compose: list[str], docker: Docker, offline_stack: Stack
-) -> None:
-    url, image = offline_stack.url, tiny_png()
+def test_keys_are_required_and_made_with_the_command(docker: Docker, offline_stack: Stack) -> None:
+    url, image = offline_stack.url, encode("PNG", 64, 48, "#c81e1e")
     files = [("files", ("red.png", image, "image/png"))]
     refused = httpx.post(f"{url}/v1/uploads", files=files, timeout=30)
     assert refused.status_code == 401
     assert refused.json()["error"]["code"] == "unauthorized"
     # The README's way to give a client its own key.
-    api = compose_ps(compose, docker, offline_stack)["api"]["Name"]
+    api = offline_stack.compose.ps()["api"]["Name"]
     made = docker("exec", api, "python", "-m", "app.keys", "create", "alice").stdout
     alice = {"Authorization": f"Bearer {made.strip().splitlines()[-1]}"}
     mine = httpx.post(f"{url}/v1/uploads", files=files, headers=alice, timeout=30)
@@ -301,8 +237,8 @@ def test_keys_are_required_and_made_with_the_command(
     assert httpx.get(f"{url}/v1/jobs/{job_id}", headers=offline_stack.admin).status_code == 200
 
 
-def test_databases_are_separated(compose: list[str], docker: Docker, offline_stack: Stack) -> None:
-    pg = compose_ps(compose, docker, offline_stack)["postgres"]["Name"]
+def test_databases_are_separated(docker: Docker, offline_stack: Stack) -> None:
+    pg = offline_stack.compose.ps()["postgres"]["Name"]
     env = offline_stack.env
 
     def connect(user: str, password: str, db: str) -> subprocess.CompletedProcess[str]:
@@ -347,7 +283,7 @@ def test_volume_has_fixed_name_and_app_layout(
         "run",
         "--rm",
         "-v",
-        f"{offline_stack.volume}:/data",
+        f"{offline_stack.compose.volume}:/data",
         "--entrypoint",
         "sh",
         api_image.tag,
@@ -365,7 +301,7 @@ def test_volume_has_fixed_name_and_app_layout(
         "run",
         "--rm",
         "-v",
-        f"{offline_stack.volume}:/data",
+        f"{offline_stack.compose.volume}:/data",
         "--entrypoint",
         "cat",
         api_image.tag,

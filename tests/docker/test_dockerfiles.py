@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.docker.conftest import require_tool
-from tests.docker.dockerutil import ROOT
+from tests.support.engine import require_tool
+from tests.support.paths import ROOT
 
 DOCKERFILES = sorted(
-    p.relative_to(ROOT) for p in [ROOT / "api" / "Dockerfile", *ROOT.glob("docker/**/Dockerfile")]
+    p.relative_to(ROOT)
+    for pattern in ("api/Dockerfile", "docker/**/Dockerfile", "tests/e2e/*/Dockerfile")
+    for p in ROOT.glob(pattern)
 )
 API_DOCKERFILE = (ROOT / "api" / "Dockerfile").read_text()
 
@@ -77,4 +79,20 @@ def test_dockerignore_keeps_secrets_and_litter_out() -> None:
     # Allowlist: exclude everything first, then let back in only what the image copies.
     assert patterns[0] == "*"
     allowed = {p[1:] for p in patterns if p.startswith("!")}
-    assert allowed == {"api/app", "api/requirements.lock"}
+    assert allowed == {"api/app", "api/requirements.lock", "docker/with-build-ca.sh"}
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=str)
+def test_downloads_trust_the_ca_secret_only_through_the_one_helper(dockerfile: Path) -> None:
+    """The CA step is written once (docker/with-build-ca.sh): a Dockerfile mounts the secret
+    and runs its downloads through the helper, never reads the secret itself. The naive
+    comparison image (docker/naive) is the exception it exists to be."""
+    text = re.sub(r"#.*", "", (ROOT / dockerfile).read_text())
+    if "--mount=type=secret,id=ca" not in text or dockerfile.parts[:2] == ("docker", "naive"):
+        return
+    assert "/run/secrets/ca" not in text
+    helper = "--mount=type=bind,source=docker/with-build-ca.sh,target=/with-build-ca.sh"
+    for run in re.split(r"^RUN ", text, flags=re.M)[1:]:
+        if "--mount=type=secret,id=ca" in run:
+            assert helper in run, run[:300]
+            assert "sh /with-build-ca.sh " in run, run[:300]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import tarfile
+from pathlib import Path
 
 import pytest
 
-from tests.docker.conftest import BuiltImage, require_tool
-from tests.docker.dockerutil import ROOT, Docker
+from tests.support.builds import BuiltImage, dive_report
+from tests.support.engine import Docker, require_tool
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.docker
 
@@ -101,7 +102,7 @@ def test_runtime_libraries_load(docker: Docker, api_image: BuiltImage) -> None:
 
 
 def test_no_secret_in_history_or_layers(
-    docker: Docker, api_image: BuiltImage, secret_marker: str, tmp_path
+    docker: Docker, api_image: BuiltImage, secret_marker: str, tmp_path: Path
 ) -> None:
     # The build received the CA bundle + marker as a BuildKit secret: it must appear nowhere.
     history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", api_image.tag).stdout
@@ -135,19 +136,9 @@ def test_layers_above_base_within_budget(docker: Docker, api_image: BuiltImage) 
     assert above <= LAYER_BUDGET_BYTES, f"{above / 1e6:.1f} MB above the base"
 
 
-def test_dive_efficiency(docker: Docker, api_image: BuiltImage, tmp_path) -> None:
+def test_dive_efficiency(docker: Docker, api_image: BuiltImage) -> None:
     dive = require_tool("dive")
-    report = tmp_path / "dive.json"
-    proc = subprocess.run(
-        [dive, api_image.tag, "--json", str(report)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**docker.env, "CI": "true"},
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    image = json.loads(report.read_text())["image"]
+    image = dive_report(dive, api_image.tag)
     assert image["efficiencyScore"] >= 0.99, image
     assert image["inefficientBytes"] < 1_000_000, image
     # And dive's own CI gate agrees.

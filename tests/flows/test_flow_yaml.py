@@ -7,52 +7,52 @@ sample inputs and parsed with detect.py's own argparse parser.
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
 import json
 import re
 import shlex
 import uuid
-from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-FLOW_YML = REPO / "flows" / "yolo-detect.yml"
-DETECT_PY = REPO / "flows" / "detect.py"
+from flows import detect
+from tests.support.paths import ROOT
+
+FLOW_YML = ROOT / "flows" / "yolo-detect.yml"
 
 PEBBLE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 ISO_DURATION = re.compile(r"^PT(\d+H)?(\d+M)?(\d+(\.\d+)?S)?$")
 
 
 @pytest.fixture(scope="module")
-def flow() -> dict:
-    return yaml.safe_load(FLOW_YML.read_text())
+def flow() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(FLOW_YML.read_text())
+    return loaded
 
 
 @pytest.fixture(scope="module")
-def detect_parser():
-    spec = importlib.util.spec_from_file_location("flows_detect", DETECT_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # importing detect.py does not import ultralytics
-    return module.build_parser()
+def detect_parser() -> argparse.ArgumentParser:
+    return detect.build_parser()  # importing detect.py does not import ultralytics
 
 
 @pytest.fixture(scope="module")
-def inputs(flow) -> dict:
+def inputs(flow: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {i["id"]: i for i in flow["inputs"]}
 
 
 @pytest.fixture(scope="module")
-def task(flow) -> dict:
+def task(flow: dict[str, Any]) -> dict[str, Any]:
     assert len(flow["tasks"]) == 1
-    return flow["tasks"][0]
+    only: dict[str, Any] = flow["tasks"][0]
+    return only
 
 
 def render(template: str, values: dict[str, str]) -> str:
     """Replace each ``{{ expr }}`` by ``values[expr]`` (a tiny stand-in for Pebble)."""
 
-    def sub(m: re.Match) -> str:
+    def sub(m: re.Match[str]) -> str:
         expr = m.group(1)
         assert expr in values, f"unexpected expression {{{{ {expr} }}}} in {template!r}"
         return values[expr]
@@ -60,7 +60,14 @@ def render(template: str, values: dict[str, str]) -> str:
     return PEBBLE.sub(sub, template)
 
 
-def test_identity(flow):
+def expression(template: str) -> str:
+    """The ``expr`` of a template that is exactly one ``{{ expr }}``."""
+    m = PEBBLE.fullmatch(template)
+    assert m, template
+    return m.group(1)
+
+
+def test_identity(flow: dict[str, Any]) -> None:
     assert flow["id"] == "yolo-detect"
     assert flow["namespace"] == "inference"
 
@@ -74,7 +81,7 @@ def jobs_list(count: int, ext: str = "jpg") -> str:
     return " ".join(f"{job}=uploads/{job}.{ext}" for job in ids)
 
 
-def test_inputs(inputs):
+def test_inputs(inputs: dict[str, dict[str, Any]]) -> None:
     assert list(inputs) == ["batch_id", "jobs", "model", "confidence", "image_size"]
     types = {k: v["type"] for k, v in inputs.items()}
     assert types == {"batch_id": "STRING", "jobs": "STRING", "model": "STRING",
@@ -88,7 +95,7 @@ def test_inputs(inputs):
     assert inputs["image_size"]["min"] <= 640 <= inputs["image_size"]["max"]
 
 
-def test_batch_id_validator(inputs):
+def test_batch_id_validator(inputs: dict[str, dict[str, Any]]) -> None:
     batch = re.compile(inputs["batch_id"]["validator"])
     assert inputs["batch_id"]["validator"] == f"^{UUID}$"
     assert batch.fullmatch(str(uuid.uuid4()))
@@ -97,7 +104,7 @@ def test_batch_id_validator(inputs):
         assert not batch.fullmatch(bad), bad
 
 
-def test_jobs_validator_accepts_what_the_api_sends(inputs):
+def test_jobs_validator_accepts_what_the_api_sends(inputs: dict[str, dict[str, Any]]) -> None:
     validator = inputs["jobs"]["validator"]
     # Anchored, so it means the same to Java's find() as to matches().
     assert validator.startswith("^")
@@ -146,13 +153,13 @@ def test_jobs_validator_accepts_what_the_api_sends(inputs):
         "{j}=uploads/{j}.jpg,{k}=uploads/{k}.jpg",
     ],
 )
-def test_jobs_validator_refuses_anything_else(inputs, bad):
+def test_jobs_validator_refuses_anything_else(inputs: dict[str, dict[str, Any]], bad: str) -> None:
     j, k = str(uuid.uuid4()), str(uuid.uuid4())
     value = bad.replace("{j}", j).replace("{k}", k)
     assert not re.fullmatch(inputs["jobs"]["validator"], value), value
 
 
-def test_other_input_validators(inputs):
+def test_other_input_validators(inputs: dict[str, dict[str, Any]]) -> None:
     model = re.compile(inputs["model"]["validator"])
     for good in ["yolo11n.pt", "models/shapes.pt", "/data/models/x.pt"[1:]]:
         assert model.fullmatch(good), good
@@ -160,7 +167,7 @@ def test_other_input_validators(inputs):
         assert not model.fullmatch(bad), bad
 
 
-def test_task_and_runner(task):
+def test_task_and_runner(task: dict[str, Any]) -> None:
     assert task["id"] == "detect"
     assert task["type"] == "io.kestra.plugin.scripts.python.Commands"
     image = task["containerImage"]
@@ -184,7 +191,7 @@ def test_task_and_runner(task):
     assert env["YOLO_CONFIG_DIR"].startswith("/tmp/")
 
 
-def test_timeout_and_bounded_retry(task, flow):
+def test_timeout_and_bounded_retry(task: dict[str, Any], flow: dict[str, Any]) -> None:
     assert ISO_DURATION.match(task["timeout"])
     retry = task["retry"]
     assert retry["type"] == "constant"
@@ -193,7 +200,12 @@ def test_timeout_and_bounded_retry(task, flow):
 
 
 @pytest.mark.parametrize("count", [1, 3, 32])
-def test_command_line_matches_detect_cli(task, inputs, detect_parser, count):
+def test_command_line_matches_detect_cli(
+    task: dict[str, Any],
+    inputs: dict[str, dict[str, Any]],
+    detect_parser: argparse.ArgumentParser,
+    count: int,
+) -> None:
     (command,) = task["commands"]
     jobs = jobs_list(count)
     sample = {
@@ -224,18 +236,18 @@ def test_command_line_matches_detect_cli(task, inputs, detect_parser, count):
     assert sorted(PEBBLE.findall(command)) == sorted(sample)
 
 
-def test_flow_outputs(flow):
+def test_flow_outputs(flow: dict[str, Any]) -> None:
     outputs = {o["id"]: o for o in flow["outputs"]}
     assert set(outputs) == {"succeeded", "failed", "jobs"}
     for key, out in outputs.items():
         assert out["type"] == "INT", key
-        expr = PEBBLE.fullmatch(out["value"].strip()).group(1)
+        expr = expression(out["value"].strip())
         # With a fallback for failed runs (no outputs line): an unresolved reference would
         # add "Failed to render output values" and hide the real error.
         assert expr == f"outputs.detect.vars.{key} ?? 0", expr
 
 
-def test_after_execution_callback(flow, inputs):
+def test_after_execution_callback(flow: dict[str, Any]) -> None:
     (cb,) = flow["afterExecution"]
     assert cb["type"] == "io.kestra.plugin.core.http.Request"
     assert cb["method"] == "POST"
@@ -245,7 +257,7 @@ def test_after_execution_callback(flow, inputs):
     assert cb["contentType"] == "application/json"
     auth = cb["options"]["auth"]
     assert auth["type"] == "BEARER"
-    assert PEBBLE.fullmatch(auth["token"]).group(1) == "envs.callback_token"
+    assert expression(auth["token"]) == "envs.callback_token"
     timeouts = cb["options"]["timeout"]
     assert ISO_DURATION.match(timeouts["connectTimeout"])
     assert ISO_DURATION.match(timeouts["readIdleTimeout"])
@@ -269,7 +281,7 @@ def test_after_execution_callback(flow, inputs):
     }
 
 
-def test_yaml_has_no_machine_paths():
+def test_yaml_has_no_machine_paths() -> None:
     text = FLOW_YML.read_text()
     assert "/work/" not in text
     assert "/root/" not in text

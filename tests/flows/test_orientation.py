@@ -9,12 +9,14 @@ them back (tests/support/images.py `oriented`), as a camera stores them."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any, TypedDict
 
 import pytest
 from PIL import Image
 
 from tests.fixtures import synthetic
-from tests.flows.test_detect import fresh_data_dir, jobs_args, outputs_of, run_detect
+from tests.flows.test_detect import Process, fresh_data_dir, jobs_args, outputs_of, run_detect
 from tests.support.images import EXTENSIONS, frame_of, oriented
 
 pytestmark = pytest.mark.slow  # real inference in a subprocess
@@ -27,15 +29,27 @@ CASES = [
 WIDTH, HEIGHT = 520, 360  # wider than tall: orientations 5-8 store it 360 x 520
 
 
+class Photo(TypedDict):
+    rel: str  # the upload, relative to the data dir
+    image: Image.Image  # the scene upright
+    truth: list[synthetic.GroundTruth]
+
+
+class Photos(TypedDict):
+    data_dir: Path
+    jobs: dict[str, Photo]
+    proc: Process
+
+
 def case_id(fmt: str, orientation: int | None) -> str:
     return f"{fmt.lower()}-{orientation or 'none'}"
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Photos:
     """One detect.py run over every case; the data dir, what each job was and the process."""
     data_dir = fresh_data_dir(tmp_path_factory.mktemp("orientation") / "data")
-    jobs = {}
+    jobs: dict[str, Photo] = {}
     for k, (fmt, orientation) in enumerate(CASES):
         image, truth = synthetic.render_scene(
             synthetic.HELD_OUT_SEED_START + 7300 + k, width=WIDTH, height=HEIGHT
@@ -51,13 +65,13 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"data_dir": data_dir, "jobs": jobs, "proc": proc}
 
 
-def result(photos: dict, job: str) -> dict:
+def result(photos: Photos, job: str) -> dict[str, Any]:
     path = photos["data_dir"] / "results" / f"{job}.json"
-    loaded: dict = json.loads(path.read_text())
+    loaded: dict[str, Any] = json.loads(path.read_text())
     return loaded
 
 
-def test_every_photo_succeeds(photos: dict) -> None:
+def test_every_photo_succeeds(photos: Photos) -> None:
     assert photos["proc"].returncode == 0, photos["proc"].stderr
     assert outputs_of(photos["proc"]) == {
         "batch_id": None,
@@ -69,7 +83,7 @@ def test_every_photo_succeeds(photos: dict) -> None:
 
 @pytest.mark.parametrize(("fmt", "orientation"), CASES, ids=[case_id(*c) for c in CASES])
 def test_size_boxes_and_annotated_image_share_the_upright_frame(
-    photos: dict, fmt: str, orientation: int | None
+    photos: Photos, fmt: str, orientation: int | None
 ) -> None:
     job = case_id(fmt, orientation)
     spec, res = photos["jobs"][job], result(photos, job)

@@ -7,11 +7,11 @@ import numpy as np
 from tests.fixtures import synthetic
 
 
-def test_class_names():
+def test_class_names() -> None:
     assert synthetic.CLASS_NAMES == ("circle", "square", "triangle")
 
 
-def test_same_seed_same_scene():
+def test_same_seed_same_scene() -> None:
     a_img, a_gt = synthetic.render_scene(1_000_123)
     b_img, b_gt = synthetic.render_scene(1_000_123)
     assert a_gt == b_gt
@@ -20,7 +20,7 @@ def test_same_seed_same_scene():
     assert c_gt != a_gt
 
 
-def test_easy_scenes_are_easy():
+def test_easy_scenes_are_easy() -> None:
     for seed in range(synthetic.HELD_OUT_SEED_START, synthetic.HELD_OUT_SEED_START + 50):
         img, gt = synthetic.render_scene(seed)
         w, h = img.size
@@ -38,13 +38,13 @@ def test_easy_scenes_are_easy():
                 assert synthetic.iou(a.box, b.box) == 0.0
 
 
-def test_explicit_size_and_count():
+def test_explicit_size_and_count() -> None:
     img, gt = synthetic.render_scene(7, width=400, height=333, n_objects=3)
     assert img.size == (400, 333)
     assert len(gt) == 3
 
 
-def test_ground_truth_box_is_tight():
+def test_ground_truth_box_is_tight() -> None:
     img, gt = synthetic.render_scene(1_000_200, n_objects=2)
     arr = np.asarray(img).astype(int)
     for g in gt:
@@ -59,7 +59,7 @@ def test_ground_truth_box_is_tight():
         assert mask[:, -1].any()
 
 
-def test_match_helper():
+def test_match_helper() -> None:
     gt = [synthetic.GroundTruth(0, "circle", 10, 10, 50, 50)]
     assert synthetic.match(gt, [(0, (11, 11, 50, 50))])["ok"]
     assert not synthetic.match(gt, [(1, (11, 11, 50, 50))])["ok"]  # wrong class

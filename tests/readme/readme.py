@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+from tests.support.paths import ROOT
+
+README = ROOT / "README.md"
 _FENCE = re.compile(r"^```sh\n(.*?)^```$", re.M | re.S)
 
 

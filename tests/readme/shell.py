@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.readme.readme import Command
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 # A JSON answer in the error shape: a README command that gets one did not work.
 _ERROR_SHAPE = re.compile(r'\{"error":\s*\{"code"')
 

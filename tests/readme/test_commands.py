@@ -14,18 +14,20 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.docker.dockerutil import Docker, client, compose_env, require, secrets_env
 from tests.fixtures import synthetic
 from tests.readme.readme import Command, commands, in_section, strip_comment
-from tests.readme.shell import ROOT, Shell, copy_repository, path_with
+from tests.readme.shell import Shell, copy_repository, path_with
+from tests.support.compose import STANDIN_FILES, Compose, compose_env, new_project, secrets_env
+from tests.support.engine import engine_for_tests
 from tests.support.net import free_port
+from tests.support.paths import FIXTURE_MODEL, ROOT
+from tests.support.wait import wait_until
 
 TWO = "The two commands"
 OFFLINE = "No registry, or a TLS-inspecting proxy?"
@@ -82,31 +84,27 @@ def _scene_files(where: Path) -> None:
     for seed, name in enumerate(names, start=synthetic.HELD_OUT_SEED_START + 500):
         (where / name).parent.mkdir(parents=True, exist_ok=True)
         synthetic.render_scene(seed)[0].save(where / name)
-    shutil.copyfile(ROOT / "tests" / "fixtures" / "model" / "shapes.pt", where / "best.pt")
+    shutil.copyfile(FIXTURE_MODEL, where / "best.pt")
 
 
 def _wait_for(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         assert server.poll() is None, f"the server exited:\n{log.read_text()[-4000:]}"
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer in {timeout} s:\n{log.read_text()[-4000:]}")
+        return httpx.get(url, timeout=2).status_code == 200
+
+    try:
+        wait_until(answers, timeout, what=url, ignore=(httpx.TransportError,))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{log.read_text()[-4000:]}") from None
 
 
 def _finished(api: httpx.Client, ids: list[str], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = {api.get(f"/v1/jobs/{i}").json()["status"] for i in ids}
-        if states <= {"succeeded"}:
-            return
-        assert "failed" not in states, states
-        time.sleep(0.5)
-    raise AssertionError(f"jobs unfinished after {timeout} s")
+    def states() -> set[str]:
+        now = {api.get(f"/v1/jobs/{i}").json()["status"] for i in ids}
+        assert "failed" not in now, now
+        return now
+
+    wait_until(states, timeout, what="jobs to succeed", until=lambda now: now <= {"succeeded"})
 
 
 def _page_worth(api: httpx.Client, where: Path) -> list[str]:
@@ -183,14 +181,12 @@ def _fill_env(env_file: Path, values: dict[str, str]) -> None:
 
 @pytest.fixture
 def stack_shell(tmp_path: Path) -> Iterator[Shell]:
-    cmd, docker_env = client()
-    docker = Docker(cmd, docker_env)
-    require(docker.available(), "no Docker engine answers (`docker info` fails)")
+    docker = engine_for_tests(compose=True)
     repo = copy_repository(tmp_path / "repo")
     _scene_files(repo)
-    project = f"readme{secrets.token_hex(4)}"
+    project = new_project("readme")
     port = free_port()
-    env = compose_env(docker_env, {"COMPOSE_PROJECT_NAME": project})
+    env = compose_env(docker.env, {"COMPOSE_PROJECT_NAME": project})
     env = {k: v for k, v in env.items() if not k.startswith("YOLO_")}
     env |= {"PATH": path_with(repo / ".venv" / "bin"), "YOLO_API_URL": f"http://127.0.0.1:{port}"}
     shell = Shell(repo, env, {"127.0.0.1:8000": f"127.0.0.1:{port}"})
@@ -198,21 +194,12 @@ def stack_shell(tmp_path: Path) -> Iterator[Shell]:
     try:
         yield shell
     finally:
-        files = ["-f", "docker-compose.yml", "-f", "docker-compose.offline.yml",
-                 "-f", "tests/e2e/docker-compose.e2e.yml"]  # fmt: skip
-        logs = subprocess.run(
-            [*cmd, "compose", *files, "logs", "--no-color"], cwd=repo, env=env,
-            capture_output=True, text=True, check=False, timeout=120,
-        )  # fmt: skip
+        # The stack as the README made it: the copy's .env and the stand-in's files.
+        volume = {"SHARED_VOLUME_NAME": f"{project}-shared"}
+        stack = Compose(docker, project, volume, STANDIN_FILES, repo, str(repo / ".env"))
         ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / f"{project}.log").write_text(logs.stdout + logs.stderr)
-        subprocess.run(
-            [*cmd, "compose", *files, "down", "-v", "-t", "10"], cwd=repo, env=env,
-            capture_output=True, check=False, timeout=300,
-        )  # fmt: skip
-        subprocess.run(
-            [*cmd, "volume", "rm", "-f", f"{project}-shared"], capture_output=True, check=False
-        )
+        (ARTIFACTS / f"{project}.log").write_text(stack.logs())
+        stack.down()
         for archive in repo.glob("stack.tar*"):  # over a GB: not left for pytest's tmp dirs
             archive.unlink()
 

@@ -1,18 +1,30 @@
-"""Image bytes for upload tests: valid ones in each format, hostile ones, and photos stored
-turned with the EXIF orientation that shows them upright (as cameras store them)."""
+"""Images for upload tests: valid bytes in each format, hostile ones, photos stored turned
+with the EXIF orientation that shows them upright (as cameras store them), and synthetic
+scenes with known objects saved as files."""
 
 from __future__ import annotations
 
 import io
 import struct
 import zlib
+from pathlib import Path
 
 from PIL import Image
 
+from tests.fixtures.synthetic import HELD_OUT_SEED_START, GroundTruth, render_scene
 
-def encode(fmt: str, width: int = 64, height: int = 48, color: str = "red") -> bytes:
+
+def encode(
+    fmt: str, width: int = 64, height: int = 48, color: str | tuple[int, int, int] = "red"
+) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -115,3 +127,17 @@ def frame_of(shown: Image.Image, upright: Image.Image) -> int:
         differences[orientation] = float(np.abs(small(shown) - small(candidate)).mean())
     assert differences, f"no flip or turn of {upright.size} has the shape of {shown.size}"
     return min(differences, key=differences.__getitem__)
+
+
+# --------------------------------------------------------------------------- synthetic scenes
+
+
+def scene_file(
+    path: Path, seed: int, *, width: int | None = None, height: int | None = None
+) -> list[GroundTruth]:
+    """Held-out scene `seed` (counted from HELD_OUT_SEED_START) saved as `path`, in the format
+    its suffix names (JPEG at quality 92); the objects in it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image, truth = render_scene(HELD_OUT_SEED_START + seed, width=width, height=height)
+    image.save(path, quality=92)
+    return truth

@@ -1,6 +1,6 @@
-"""The API's commands as an operator runs them: `python -m app.bootstrap` and uvicorn in
-subprocesses, with only the settings a test gives, from the code as on the host or as the
-image has it."""
+"""Commands in subprocesses, as people run them: the API's (`python -m app.bootstrap`,
+uvicorn) as an operator does, with only the settings a test gives, from the code as on the
+host or as the image has it; and the CLI (`yoloctl`) as a user does, without a terminal."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from app.config import Settings
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 API = ROOT / "api"
 # Left out of the image's build context by the root .dockerignore (needs the host's Ultralytics).
@@ -41,6 +41,21 @@ def run_module(module: str, env: dict[str, str], *args: str) -> subprocess.Compl
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
+    )
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m yolo_cli ARGS` from the source tree (installed or not), without a terminal.
+    The caller's YOLO_API_URL and YOLO_API_KEY are not passed on: only `env`'s."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("YOLO_API_URL", "YOLO_API_KEY")}
+    environ.update(PYTHONPATH=str(ROOT / "cli"), **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "yolo_cli", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=300,
         check=False,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tests.api.conftest import ADMIN_KEY
+from tests.support.api_app import ADMIN_KEY
 from tests.support.live_api import StartApi
 
 if TYPE_CHECKING:

@@ -16,21 +16,15 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.api.conftest import ADMIN_KEY, bearer
-from tests.conftest import ROOT
-from tests.fixtures.synthetic import (
-    CLASS_NAMES,
-    HELD_OUT_SEED_START,
-    GroundTruth,
-    match,
-    render_scene,
-)
-from tests.support.images import frame_of, oriented
-from tests.support.live_api import StartApi
-from tests.ui.conftest import STORED_KEY
+from tests.fixtures.synthetic import CLASS_NAMES, HELD_OUT_SEED_START, match, render_scene
+from tests.support.api_app import ADMIN_KEY, bearer
+from tests.support.browser import STORED_KEY
+from tests.support.images import frame_of, oriented, scene_file
+from tests.support.live_api import StartApi, api_jobs
+from tests.support.paths import ROOT
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Locator, Page
+    from playwright.sync_api import FloatRect, Locator, Page
 
 ARTIFACTS = ROOT / "test-artifacts"
 LABEL = re.compile(r"^(circle|square|triangle) (\d{1,3})%$")
@@ -38,17 +32,18 @@ NEEDS_KEY = "This service needs an API key. Enter yours; this browser keeps it."
 NOT_ACCEPTED = "The API key was not accepted: it is wrong or has been revoked. Enter a valid key."
 
 
-def api_jobs(url: str) -> list[dict[str, Any]]:
-    """Every job, as the admin sees them."""
-    response = httpx.get(f"{url}/v1/jobs", headers=bearer(ADMIN_KEY))
-    response.raise_for_status()
-    return response.json()["jobs"]
+def text(locator: Locator) -> str:
+    """The element's textContent (Playwright types it optional; an element always has one)."""
+    found = locator.text_content()
+    assert found is not None
+    return found
 
 
-def scene(directory: Path, name: str, seed: int, **size: int) -> list[GroundTruth]:
-    image, truth = render_scene(HELD_OUT_SEED_START + seed, **size)
-    image.save(directory / name, quality=92)
-    return truth
+def bounds(locator: Locator) -> FloatRect:
+    """Where the element is on the screen (None only for an element that is not shown)."""
+    box = locator.bounding_box()
+    assert box is not None
+    return box
 
 
 def drawn_boxes(card: Locator) -> list[dict[str, Any]]:
@@ -67,7 +62,7 @@ def drawn_boxes(card: Locator) -> list[dict[str, Any]]:
         boxes.append(
             {
                 "class_name": group.get_attribute("data-class"),
-                "label": group.locator("text").text_content().strip(),
+                "label": text(group.locator("text")).strip(),
                 "box": tuple(v * scale for v in box),
             }
         )
@@ -100,7 +95,8 @@ def watch_api_calls(page: Page) -> list[dict[str, Any]]:
 
 
 def stored_key(page: Page) -> str | None:
-    return page.evaluate(f"localStorage.getItem('{STORED_KEY}')")
+    key: str | None = page.evaluate(f"localStorage.getItem('{STORED_KEY}')")
+    return key
 
 
 @pytest.mark.slow
@@ -110,8 +106,8 @@ def test_two_uploads_show_one_labelled_box_per_object(
     url = start_api()
     truths = {
         # Wider than the page: shown scaled down, so the overlay must scale its boxes too.
-        "shapes-wide.png": scene(tmp_path, "shapes-wide.png", 6121, width=1200, height=800),
-        "shapes.jpg": scene(tmp_path, "shapes.jpg", 6134),
+        "shapes-wide.png": scene_file(tmp_path / "shapes-wide.png", 6121, width=1200, height=800),
+        "shapes.jpg": scene_file(tmp_path / "shapes.jpg", 6134),
     }
     errors = watch_for_errors(page)
     page.goto(url)
@@ -124,7 +120,7 @@ def test_two_uploads_show_one_labelled_box_per_object(
     jobs = {job["filename"]: job for job in api_jobs(url)}
 
     for card in done.all():
-        name = card.locator("b").text_content()
+        name = text(card.locator("b"))
         truth, job = truths[name], jobs[name]
         boxes = drawn_boxes(card)
         assert len(boxes) == len(truth), boxes
@@ -145,7 +141,7 @@ def test_two_uploads_show_one_labelled_box_per_object(
         assert overlay == pytest.approx(image, abs=0.5)
 
     wide = done.filter(has_text="shapes-wide.png").locator("img")
-    assert wide.bounding_box()["width"] < 1200  # really shown scaled down
+    assert bounds(wide)["width"] < 1200  # really shown scaled down
     assert errors == []
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -158,7 +154,7 @@ def test_two_uploads_show_one_labelled_box_per_object(
 
 def drawn_in_image_coordinates(card: Locator) -> list[tuple[int, tuple[float, ...]]]:
     """Each box as the SVG says it, in its viewBox's units: pixels of the image."""
-    boxes = []
+    boxes: list[tuple[int, tuple[float, ...]]] = []
     for group in card.locator("g").all():
         rect = group.locator("rect")
         x, y, w, h = (float(rect.get_attribute(a) or "nan") for a in ("x", "y", "width", "height"))
@@ -196,7 +192,7 @@ def test_rotated_photos_have_their_boxes_on_the_objects(
     done.nth(len(photos) - 1).wait_for(timeout=180_000)
     jobs = {job["filename"]: job for job in api_jobs(url)}
     for card in done.all():
-        name = card.locator("b").text_content()
+        name = text(card.locator("b"))
         (image, truth), job = scenes[name], jobs[name]
         width, height = image.size
         assert (job["image_width"], job["image_height"]) == (width, height), name
@@ -222,7 +218,7 @@ def test_rotated_photos_have_their_boxes_on_the_objects(
         assert frame_of(picture, image) == 1, name
 
     wide = done.filter(has_text="phone-held-right.jpg").locator("img")
-    assert wide.bounding_box()["width"] < 1200  # really shown scaled down
+    assert bounds(wide)["width"] < 1200  # really shown scaled down
     assert errors == []
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "upload-page-rotated.png", full_page=True)
@@ -290,7 +286,7 @@ def test_a_failed_request_is_explained(
     page: Page, start_api: StartApi, tmp_path: Path, answer: Any, words: str
 ) -> None:
     url = start_api(workers_enabled=False)
-    scene(tmp_path, "a.png", 6104)
+    scene_file(tmp_path / "a.png", 6104)
     page.route("**/v1/uploads", answer)
     page.goto(url)
     page.locator("input[type=file]").set_input_files(tmp_path / "a.png")
@@ -316,7 +312,7 @@ def test_page_is_served_with_a_strict_content_security_policy(client: TestClient
 
 def test_dropped_images_are_uploaded(page: Page, start_api: StartApi, tmp_path: Path) -> None:
     url = start_api(workers_enabled=False)  # the job stays queued: this is about the drop
-    scene(tmp_path, "dropped.png", 6128)
+    scene_file(tmp_path / "dropped.png", 6128)
     page.goto(url)
     page.locator("label").evaluate(
         """(zone, [name, bytes]) => {
@@ -338,12 +334,12 @@ def test_a_failed_job_shows_its_reason_also_from_the_recent_list(
     page: Page, start_api: StartApi, tmp_path: Path
 ) -> None:
     url = start_api(model=str(ROOT / "no-such-model.pt"))
-    scene(tmp_path, "a.png", 6140)
+    scene_file(tmp_path / "a.png", 6140)
     page.goto(url)
     page.locator("input[type=file]").set_input_files(tmp_path / "a.png")
     failed = page.locator("article[data-status=failed]")
     failed.wait_for(timeout=60_000)
-    reason = failed.locator("p").text_content()
+    reason = text(failed.locator("p"))
     assert reason.startswith("Detection failed: ")
     assert "no-such-model.pt" in reason
 
@@ -364,7 +360,7 @@ def test_the_page_asks_for_a_key_once_and_keeps_it(
     created = httpx.post(f"{url}/v1/keys", headers=bearer(ADMIN_KEY), json={"name": "alice"})
     assert created.status_code == 201, created.text
     key = created.json()["key"]
-    truth = scene(tmp_path, "shapes.jpg", 6134)
+    truth = scene_file(tmp_path / "shapes.jpg", 6134)
     errors, calls = watch_for_errors(page), watch_api_calls(page)
     page.goto(url)
 
@@ -419,7 +415,7 @@ def test_with_keys_off_the_page_never_asks_for_one(
     keyless_page: Page, start_api: StartApi, tmp_path: Path
 ) -> None:
     page, url = keyless_page, start_api(require_api_keys=False, workers_enabled=False)
-    scene(tmp_path, "a.png", 6104)
+    scene_file(tmp_path / "a.png", 6104)
     errors, calls = watch_for_errors(page), watch_api_calls(page)
     with page.expect_response("**/v1/jobs?limit=20") as listed:
         page.goto(url)
@@ -441,7 +437,7 @@ def test_the_picture_is_fetched_with_the_key_and_shown_from_a_blob_url(
     page: Page, start_api: StartApi, tmp_path: Path
 ) -> None:
     url = start_api()
-    scene(tmp_path, "a.png", 6121, width=640, height=480)
+    scene_file(tmp_path / "a.png", 6121, width=640, height=480)
     errors, calls = watch_for_errors(page), watch_api_calls(page)
     page.goto(url)
     page.locator("input[type=file]").set_input_files(tmp_path / "a.png")
@@ -452,7 +448,7 @@ def test_the_picture_is_fetched_with_the_key_and_shown_from_a_blob_url(
     image = f"/v1/jobs/{job['id']}/image"
     assert httpx.get(url + image).status_code == 401  # why an <img src> cannot load it
     img = done.locator("img")
-    assert img.get_attribute("src").startswith("blob:")
+    assert (img.get_attribute("src") or "").startswith("blob:")
     assert img.evaluate("img => img.naturalWidth") == job["image_width"] == 640
     assert [c for c in calls if c["path"] == image] == [
         {"path": image, "auth": f"Bearer {ADMIN_KEY}", "status": 200}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +13,6 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
 
 from app.config import Settings
 from app.deps import Resources, ResourcesDep, SessionDep, get_resources
@@ -27,6 +27,7 @@ from app.errors import (
     Unauthorized,
 )
 from app.jobs import repository, service
+from app.jobs.intake import InferenceParams, UploadRequest
 from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import (
     MAX_MODEL_CHARS,
@@ -39,7 +40,6 @@ from app.jobs.schemas import (
 )
 from app.jobs.uploads import UploadReceiver
 from app.keys.auth import PrincipalDep
-from app.models import service as model_service
 from app.models.files import NAME_PATTERN
 from app.openapi import errors
 from app.orchestrators.base import ExecutionNotFound, OrchestratorError
@@ -134,27 +134,22 @@ async def upload(
     Repeat a request with the same `Idempotency-Key` to get the same jobs back; the same key
     with other files or parameters is refused (422)."""
     resources = get_resources(request)  # not as a dependency: that costs a thread hop
-    settings = resources.settings
+    settings, storage = resources.settings, resources.storage
     key = _checked_idempotency_key(idempotency_key)
-    if resources.storage.free_bytes() < settings.min_free_bytes:
+    if storage.free_bytes() < settings.min_free_bytes:
         raise InsufficientStorage("The server's storage is nearly full; try again later.")
-    receiver = UploadReceiver(
-        resources.storage, settings.max_upload_bytes, settings.max_files_per_request
-    )
-    received = await receiver.receive(request.headers.get("content-type", ""), request.stream())
-    try:
+    limits = settings.max_upload_bytes, settings.max_files_per_request
+    with UploadReceiver(storage, *limits) as receiver:  # its temp files go on leaving
+        received = await receiver.receive(request.headers.get("content-type", ""), request.stream())
         params = _params(receiver.params, settings)
-        accepted = service.UploadRequest(owner, received, params, key)
-        jobs = await run_in_threadpool(_create, resources, accepted)
-    finally:
-        receiver.discard()  # temp files that were not moved into uploads/
-    resources.dispatcher.wake()
+        upload = UploadRequest(owner, received, params, key)
+        jobs = await run_in_threadpool(resources.intake.accept, upload)
     if len(jobs) == 1:
         response.headers["Location"] = f"/v1/jobs/{jobs[0].id}"
-    return UploadAccepted(jobs=jobs)
+    return UploadAccepted(jobs=_out(jobs))
 
 
-def _params(fields: dict[str, str], settings: Settings) -> service.InferenceParams:
+def _params(fields: dict[str, str], settings: Settings) -> InferenceParams:
     """The form's parameters, checked; the settings' for those left out."""
     try:
         options = UploadOptions.model_validate(fields)
@@ -162,43 +157,14 @@ def _params(fields: dict[str, str], settings: Settings) -> service.InferencePara
         problems = [{"loc": ["body", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
         words = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise InvalidRequest(f"The form fields are not valid: {words}.", errors=problems) from None
-    return service.InferenceParams(
+    return InferenceParams(
         settings.model if options.model is None else options.model,
         settings.confidence if options.confidence is None else options.confidence,
         settings.image_size if options.image_size is None else options.image_size,
     )
 
 
-def _create(resources: Resources, accepted: service.UploadRequest) -> list[JobOut]:
-    """A retry gets its jobs back; otherwise new jobs, committed, or no trace of them."""
-    settings = resources.settings
-    with resources.sessions() as session:
-        if existing := service.jobs_for_retry(session, accepted):
-            return _out(existing)
-        weights = model_service.resolve(
-            session, resources.storage, settings.model, accepted.params.model
-        )
-        service.check_quota(
-            session, accepted.owner, len(accepted.received), settings.max_unfinished_jobs_per_key
-        )
-        jobs: list[Job] = []
-        try:
-            jobs = service.create_jobs(
-                session, resources.storage, accepted, settings.max_image_pixels, weights
-            )
-            session.commit()
-        except IntegrityError:
-            # A concurrent retry with the same Idempotency-Key won the race: theirs stand.
-            session.rollback()
-            resources.storage.remove_job_files([job.image_path for job in jobs])
-            return _out(service.jobs_for_retry(session, accepted))
-        except BaseException:
-            resources.storage.remove_job_files([job.image_path for job in jobs])
-            raise
-        return _out(jobs)
-
-
-def _out(jobs: list[Job]) -> list[JobOut]:
+def _out(jobs: Sequence[Job]) -> list[JobOut]:
     return [JobOut.of(job) for job in jobs]
 
 
@@ -240,7 +206,7 @@ def list_jobs(
     before = _decode_cursor(cursor)
     jobs = repository.page(session, limit=limit, status=status, before=before, owner=owner)
     next_cursor = _encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(jobs) == limit else None
-    return JobPage(jobs=_out(list(jobs)), next_cursor=next_cursor)
+    return JobPage(jobs=_out(jobs), next_cursor=next_cursor)
 
 
 @router.get(

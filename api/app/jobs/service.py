@@ -1,23 +1,19 @@
-"""Where an upload becomes a job, and the one place a job changes status.
-Nothing here commits: the calling request or worker owns the transaction."""
+"""A job's life after its upload (jobs.intake): the one place its status changes, from the
+dispatcher's sends, callbacks, polls and local runs. Nothing here commits: the calling request
+or worker owns the transaction."""
 
-import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from app.errors import IdempotencyKeyReused, NotFound, TooManyFiles, TooManyJobs
-from app.imaging import SUPPORTED, inspect_image
+from app.errors import NotFound
 from app.jobs import repository, results
 from app.jobs.models import Job, JobStatus
-from app.jobs.uploads import ReceivedFile
 from app.keys.service import OPEN, Principal
 from app.logs import job_context
-from app.models.service import Weights
 from app.orchestrators.base import Execution, Phase, Submission
 from app.storage import ResultUnavailable, SharedStorage
 
@@ -36,138 +32,6 @@ MAX_RUNS = 2
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class InferenceParams:
-    """As the request asked, or the settings' defaults: `model` as it was named; the weights
-    it means are resolved when the jobs are made (models.service.resolve)."""
-
-    model: str
-    confidence: float
-    image_size: int
-
-
-@dataclass(frozen=True)
-class UploadRequest:
-    """One accepted request body: who sent it, its files, and how to recognise a retry."""
-
-    owner: Principal
-    received: Sequence[ReceivedFile]
-    params: InferenceParams
-    idempotency_key: str | None  # as the client sent it (validated)
-
-    @property
-    def scoped_key(self) -> str | None:
-        """Keys are per API key: two clients using the same key never meet."""
-        if self.idempotency_key is None:
-            return None
-        return f"{self.owner.key_id or 'open'}/{self.idempotency_key}"
-
-    @property
-    def fingerprint(self) -> str:
-        """The files' digests and the parameters: a retry has the same, a reuse does not."""
-        parts = [repr(astuple(self.params)), *(item.sha256 for item in self.received)]
-        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-def jobs_for_retry(session: Session, request: UploadRequest) -> list[Job]:
-    """The jobs an earlier request with the same Idempotency-Key made, if it was this one."""
-    if request.scoped_key is None:
-        return []
-    jobs = list(repository.by_idempotency_key(session, request.scoped_key))
-    if jobs and jobs[0].request_fingerprint != request.fingerprint:
-        raise IdempotencyKeyReused(
-            "This Idempotency-Key was used for a different request (other files or "
-            "parameters); use a new key for a new request."
-        )
-    return jobs
-
-
-def check_quota(session: Session, owner: Principal, adding: int, cap: int) -> None:
-    """At most `cap` unfinished jobs per key (admin keys too). Concurrent requests of one key
-    may pass it together: the cap bounds a backlog, it is not a lock."""
-    if owner.key_id is None:
-        return
-    if adding > cap:  # could never fit: not worth a retry
-        raise TooManyFiles(f"At most {cap} files per request for this key.", max_files=cap)
-    unfinished = repository.count_unfinished(session, owner.key_id)
-    if unfinished + adding > cap:
-        raise TooManyJobs(
-            f"This key has {unfinished} unfinished jobs; at most {cap} are allowed. "
-            "Try again when some have finished.",
-            unfinished=unfinished,
-            max_unfinished=cap,
-        )
-
-
-def create_jobs(
-    session: Session,
-    storage: SharedStorage,
-    request: UploadRequest,
-    max_pixels: int,
-    weights: Weights,
-) -> list[Job]:
-    """Validate files and add a queued job for each, to run with `weights`. Files are placed
-    and fsynced (while being decoded) before any row is sent, so a committed job always has
-    its upload and the connection is held only for INSERT and COMMIT. On failure the files
-    are removed."""
-    now = utcnow()
-    received, params = request.received, request.params
-    ids = [str(uuid.uuid4()) for _ in received]
-    paths = [storage.upload_path(ids[n], SUPPORTED[r.format]) for n, r in enumerate(received)]
-    try:
-        for item, relative in zip(received, paths, strict=True):
-            storage.place_upload(item.temp_path, relative)
-        synced = storage.sync(paths)
-        jobs: list[Job] = []
-        for index, (job_id, item, relative) in enumerate(zip(ids, received, paths, strict=True)):
-            info = inspect_image(storage.path(relative), item.format, max_pixels)
-            jobs.append(
-                Job(
-                    id=job_id,
-                    status=JobStatus.QUEUED,
-                    original_filename=item.original_filename,
-                    image_path=relative,
-                    image_format=info.format,
-                    size_bytes=item.size,
-                    sha256=item.sha256,
-                    width=info.width,
-                    height=info.height,
-                    model=weights.model,
-                    model_sha256=weights.sha256,
-                    confidence=params.confidence,
-                    image_size=params.image_size,
-                    owner_key_id=request.owner.key_id,
-                    idempotency_key=request.scoped_key,
-                    request_fingerprint=request.fingerprint,
-                    request_index=index,
-                    dispatch_attempts=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        synced.result()  # durable before its row exists
-        session.add_all(jobs)
-        session.flush()
-    except BaseException:
-        storage.remove_job_files(paths)
-        raise
-    for job in jobs:
-        with job_context(job.id):
-            log.info("job.queued", extra={"image_path": job.image_path, "bytes": job.size_bytes})
-    return jobs
-
-
-def remove_orphan_uploads(session: Session, storage: SharedStorage, age_s: float = 60) -> int:
-    """Remove uploads whose job never committed (a crash mid-request); younger files are
-    spared, as their request may still commit."""
-    files = storage.uploads_older_than(age_s)
-    known = repository.existing_ids(session, list(files))
-    orphans = [path for job_id, path in files.items() if job_id not in known]
-    for path in orphans:
-        path.unlink(missing_ok=True)
-    return len(orphans)
 
 
 def get_job(

@@ -69,7 +69,8 @@ def sanitize_filename(raw: bytes | None) -> str | None:
 
 
 class UploadReceiver:
-    """Drives python-multipart's push parser over one request's body."""
+    """Drives python-multipart's push parser over one request's body. Used as a context:
+    on leaving it, every temp file not moved into uploads/ is removed (all, on a failure)."""
 
     def __init__(self, storage: SharedStorage, max_bytes: int, max_files: int) -> None:
         self._storage = storage
@@ -106,20 +107,18 @@ class UploadReceiver:
             async for chunk in body:
                 parser.write(chunk)
             parser.finalize()
-            if self._part.temp is not None or self._part.param is not None:  # inside a part
-                raise BadRequest("The multipart body ended before the last part was complete.")
-            if not self._files:
-                raise NoFiles(f"No file found in the form field '{FILE_FIELD}'.")
         except MultipartParseError as exc:
-            self.discard()
             raise BadRequest("The multipart body is malformed.", reason=str(exc)) from None
-        except BaseException:
-            self.discard()
-            raise
+        if self._part.temp is not None or self._part.param is not None:  # inside a part
+            raise BadRequest("The multipart body ended before the last part was complete.")
+        if not self._files:
+            raise NoFiles(f"No file found in the form field '{FILE_FIELD}'.")
         return self._files
 
-    def discard(self) -> None:
-        """Remove this request's temp files (on any failure)."""
+    def __enter__(self) -> UploadReceiver:
+        return self
+
+    def __exit__(self, *_: object) -> None:
         for temp in self._temps:
             temp.discard()
         self._temps.clear()

@@ -6,26 +6,13 @@ from typing import Protocol
 
 
 class Phase(StrEnum):
-    """An execution's state, reduced to what a job cares about."""
+    """An execution's state, reduced to what a job cares about. Each adapter maps its own
+    states to these; one it does not know maps to no phase (logged, changes no job)."""
 
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
-
-
-# Kestra's states (the Local adapter reports them too). An unknown one has no phase: it is
-# logged and changes nothing (never finish a job on a state we do not understand).
-_KESTRA_PHASES: dict[str, Phase] = {
-    state: phase
-    for phase, states in (
-        (Phase.PENDING, "CREATED QUEUED SUBMITTED"),
-        (Phase.RUNNING, "RUNNING PAUSED RESTARTED RETRYING KILLING BREAKPOINT"),
-        (Phase.SUCCEEDED, "SUCCESS WARNING"),
-        (Phase.FAILED, "FAILED KILLED CANCELLED SKIPPED RETRIED RESUBMITTED"),
-    )
-    for state in states.split()
-}
 
 
 @dataclass(frozen=True)
@@ -42,13 +29,10 @@ class Submission:
 @dataclass(frozen=True)
 class Execution:
     id: str
-    state: str  # the orchestrator's own state name (Kestra vocabulary)
+    state: str  # the orchestrator's own name for it, shown as the job's orchestrator_state
+    phase: Phase | None  # None: a state the adapter does not know
     batch_id: str | None = None
     reason: str | None = None  # why it failed, in the orchestrator's words
-
-    @property
-    def phase(self) -> Phase | None:
-        return _KESTRA_PHASES.get(self.state.upper())
 
 
 class OrchestratorError(Exception):

@@ -2,9 +2,20 @@
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    after_nothing,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_incrementing,
+)
 
 from app.config import Settings
 from app.orchestrators.base import (
@@ -19,7 +30,21 @@ from app.orchestrators.base import (
 log = logging.getLogger(__name__)
 
 BATCH_LABEL = "batch_id"
+SEARCH_EVERY_S = 0.25  # while a new execution may still be queued (the visibility grace)
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+# Kestra's states as the port's phases. An unknown one has no phase: it is logged and changes
+# nothing (never finish a job on a state we do not understand).
+_PHASES: dict[str, Phase] = {
+    state: phase
+    for phase, states in (
+        (Phase.PENDING, "CREATED QUEUED SUBMITTED"),
+        (Phase.RUNNING, "RUNNING PAUSED RESTARTED RETRYING KILLING BREAKPOINT"),
+        (Phase.SUCCEEDED, "SUCCESS WARNING"),
+        (Phase.FAILED, "FAILED KILLED CANCELLED SKIPPED RETRIED RESUBMITTED"),
+    )
+    for state in states.split()
+}
+_EXPLAINED = ("FAILED", "KILLED", "CANCELLED")  # states whose task runs say what went wrong
 
 
 class _Transient(OrchestratorUnavailable):
@@ -54,39 +79,25 @@ class KestraOrchestrator:
     def submit(self, submission: Submission) -> Execution:
         """Create an execution labelled with the batch id. A connect failure is just retried
         (nothing reached Kestra); after a timeout or 5xx it may exist: look its label up first."""
-        last: _Transient | None = None
-        for attempt in range(self._attempts):
-            if attempt:
-                time.sleep(self._backoff_s * attempt)
-                if last is not None and last.maybe_sent:
-                    found = self.find_by_batch(submission.batch_id)
-                    if found is not None:
-                        return found
-            try:
-                return self._create(submission)
-            except _Transient as exc:
-                last = exc
-                if exc.maybe_sent:
-                    self._unclear[submission.batch_id] = time.monotonic()
-                log.warning(
-                    "kestra.submit_retry", extra={"attempt": attempt + 1, "reason": str(exc)}
-                )
-        assert last is not None
-        raise last
+        retrying = self._retrying(after=_log_submit_retry)
+        return retrying(self._adopt_or_create, submission)
 
     def find_by_batch(self, batch_id: str) -> Execution | None:
         """The batch's execution. After an unclear create of this batch, keep looking until
         the grace has passed since it (KESTRA_VISIBILITY_GRACE_S): Kestra shows a new
         execution to search only once it has left its queue, and "not found" before then
         would start the batch twice."""
-        while True:
-            found = self._search_batch(batch_id)
-            since = self._unclear.get(batch_id)
-            left = 0.0 if since is None else since + self._grace_s - time.monotonic()
-            if found is not None or left <= 0:
-                self._unclear.pop(batch_id, None)
-                return found
-            time.sleep(min(0.25, left))
+        since = self._unclear.get(batch_id)
+        deadline = time.monotonic() if since is None else since + self._grace_s
+        polling = Retrying(
+            retry=retry_if_result(lambda found: found is None),
+            stop=stop_after_delay(max(deadline - time.monotonic(), 0.0)),
+            wait=lambda _: min(SEARCH_EVERY_S, max(deadline - time.monotonic(), 0.0)),
+            retry_error_callback=lambda _: None,  # the grace is over: not found
+        )
+        found = polling(self._search_batch, batch_id)
+        self._unclear.pop(batch_id, None)
+        return found
 
     def _search_batch(self, batch_id: str) -> Execution | None:
         params = {
@@ -95,18 +106,14 @@ class KestraOrchestrator:
             f"filters[labels][EQUALS][{BATCH_LABEL}]": batch_id,
             "size": "25",
         }
-        body = self._with_retries(
-            lambda: self._request("GET", "/api/v1/main/executions/search", params=params)
-        )
+        body = self._read("/api/v1/main/executions/search", params)
         found = [e for e in map(self._parse, body.get("results", [])) if e.batch_id == batch_id]
         # Prefer one that is alive or succeeded over a failed duplicate.
         return min(found, key=lambda e: e.phase is Phase.FAILED, default=None)
 
     def get(self, execution_id: str) -> Execution:
         try:
-            body = self._with_retries(
-                lambda: self._request("GET", f"/api/v1/main/executions/{execution_id}")
-            )
+            body = self._read(f"/api/v1/main/executions/{execution_id}")
         except OrchestratorRejected as exc:
             if exc.status_code == 404:
                 raise ExecutionNotFound(f"Kestra has no execution {execution_id}") from None
@@ -122,6 +129,23 @@ class KestraOrchestrator:
 
     def close(self) -> None:
         self._client.close()
+
+    def _adopt_or_create(self, submission: Submission) -> Execution:
+        """One attempt: never create again while an earlier create may have reached Kestra."""
+        batch_id = submission.batch_id
+        if batch_id in self._unclear:
+            try:
+                found = self.find_by_batch(batch_id)
+            except _Transient as exc:  # it had its own retries: end here, as unavailable
+                raise OrchestratorUnavailable(str(exc)) from None
+            if found is not None:
+                return found
+        try:
+            return self._create(submission)
+        except _Transient as exc:
+            if exc.maybe_sent:
+                self._unclear[batch_id] = time.monotonic()
+            raise
 
     def _create(self, submission: Submission) -> Execution:
         # Kestra takes inputs as multipart/form-data, one plain field per input id; the flow
@@ -161,17 +185,19 @@ class KestraOrchestrator:
             ) from None
         return data if isinstance(data, dict) else {}
 
-    def _with_retries(self, call: Any) -> dict[str, Any]:
+    def _read(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         """Reads are safe to repeat on transient failures, a few times."""
-        for attempt in range(self._attempts):
-            try:
-                result: dict[str, Any] = call()
-                return result
-            except _Transient:
-                if attempt + 1 == self._attempts:
-                    raise
-                time.sleep(self._backoff_s * (attempt + 1))
-        raise AssertionError("unreachable")
+        return self._retrying()(self._request, "GET", path, params=params)
+
+    def _retrying(self, after: Callable[[RetryCallState], None] = after_nothing) -> Retrying:
+        """The budget for one call: transient failures only, each wait longer."""
+        return Retrying(
+            retry=retry_if_exception_type(_Transient),
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_incrementing(start=self._backoff_s, increment=self._backoff_s),
+            after=after,
+            reraise=True,
+        )
 
     @staticmethod
     def _rejection(response: httpx.Response) -> OrchestratorRejected:
@@ -200,9 +226,17 @@ class KestraOrchestrator:
         return Execution(
             id=str(body["id"]),
             state=state,
+            phase=_PHASES.get(state.upper()),
             batch_id=labels.get(BATCH_LABEL),
-            reason=_failure_reason(body) if state in ("FAILED", "KILLED", "CANCELLED") else None,
+            reason=_failure_reason(body) if state in _EXPLAINED else None,
         )
+
+
+def _log_submit_retry(attempt: RetryCallState) -> None:
+    reason = attempt.outcome.exception() if attempt.outcome else None
+    log.warning(
+        "kestra.submit_retry", extra={"attempt": attempt.attempt_number, "reason": str(reason)}
+    )
 
 
 def _failure_reason(body: dict[str, Any]) -> str:

@@ -1,8 +1,8 @@
 """Local adapter for development without Docker or Kestra.
 
 Runs the same detection script as the flow (flows/detect.py) in a subprocess on the same
-files, and reports the outcome in Kestra's state vocabulary through the same code path a
-Kestra callback takes.
+files, and reports the outcome in the port's phases through the same code path a Kestra
+callback takes.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from app.orchestrators.base import (
     Execution,
     ExecutionNotFound,
     OrchestratorUnavailable,
+    Phase,
     Submission,
 )
 
@@ -46,7 +47,7 @@ class LocalOrchestrator:
         self._lock = threading.Lock()
 
     def submit(self, submission: Submission) -> Execution:
-        execution = Execution(f"local-{uuid.uuid4().hex}", "CREATED", submission.batch_id)
+        execution = _execution(f"local-{uuid.uuid4().hex}", Phase.PENDING, submission.batch_id)
         self._set(execution)
         self._pool.submit(self._run, execution, submission)
         return execution
@@ -75,7 +76,7 @@ class LocalOrchestrator:
     # The run
     def _run(self, execution: Execution, submission: Submission) -> None:
         with batch_context(submission.batch_id):
-            self._set(Execution(execution.id, "RUNNING", submission.batch_id))
+            self._set(_execution(execution.id, Phase.RUNNING, submission.batch_id))
             self._reporter(self.get(execution.id))
             final = self._execute(execution.id, submission)
             self._set(final)
@@ -109,25 +110,25 @@ class LocalOrchestrator:
                 env=self._env,
             )
         except subprocess.TimeoutExpired:
-            return Execution(
+            return _execution(
                 execution_id,
-                "FAILED",
+                Phase.FAILED,
                 submission.batch_id,
                 f"the detection script timed out after {self._timeout_s:.0f} s",
             )
         except OSError as exc:
-            return Execution(
+            return _execution(
                 execution_id,
-                "FAILED",
+                Phase.FAILED,
                 submission.batch_id,
                 f"cannot start the detection script: {exc}",
             )
         if proc.returncode == 0:
-            return Execution(execution_id, "SUCCESS", submission.batch_id)
+            return _execution(execution_id, Phase.SUCCEEDED, submission.batch_id)
         last_line = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return Execution(
+        return _execution(
             execution_id,
-            "FAILED",
+            Phase.FAILED,
             submission.batch_id,
             f"the detection script exited {proc.returncode}: {last_line}",
         )
@@ -135,3 +136,10 @@ class LocalOrchestrator:
     def _set(self, execution: Execution) -> None:
         with self._lock:
             self._executions[execution.id] = execution
+
+
+def _execution(
+    execution_id: str, phase: Phase, batch_id: str, reason: str | None = None
+) -> Execution:
+    """A subprocess has no states of its own: the phase's name is the state."""
+    return Execution(execution_id, phase.value, phase, batch_id, reason)

@@ -7,7 +7,9 @@ its id, after a label lookup: never started twice, never lost."""
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +29,28 @@ from app.workers.periodic import Worker
 log = logging.getLogger(__name__)
 
 
+class Batch(NamedTuple):
+    """Claimed jobs that travel together; `resend`: an earlier attempt may have started it."""
+
+    jobs: list[Job]
+    resend: bool
+
+
+class Plan(NamedTuple):
+    """A round's batches, by batch id, and when jobs held for their window fill it."""
+
+    batches: dict[str, Batch]
+    hold_until: datetime | None
+
+
+class Dispatch(NamedTuple):
+    """One leased batch on its way to the orchestrator."""
+
+    submission: Submission
+    resend: bool  # look it up before starting it: never start twice
+    attempts: int  # the most any of its jobs has had (sets the back-off)
+
+
 class Dispatcher(Worker):
     name = "dispatcher"
 
@@ -37,33 +61,19 @@ class Dispatcher(Worker):
         self._sessions = sessions
         self._orchestrator = orchestrator
         self._window = timedelta(seconds=settings.batch_window_s)
-        self._hold_until: datetime | None = None  # when held jobs fill their window
+        self._hold_until: datetime | None = None  # from the last round's plan
         super().__init__(settings.dispatch_interval_s)
 
     def run_once(self) -> int:
         """Send what is due, as batches; return how many jobs were sent."""
         now = service.utcnow()
-        lease = timedelta(seconds=self._settings.dispatch_lease_s)
+        self._hold_until = None  # a failed round waits a whole interval
         with session_scope(self._sessions) as session:
-            batches = self._form_batches(session, now)
-            work: list[tuple[Submission, bool, int]] = []
-            for batch_id, (jobs, resend) in batches.items():
-                for job in jobs:
-                    job.batch_id = batch_id
-                    job.dispatch_attempts += 1
-                    job.next_dispatch_at = now + lease  # another dispatcher skips it meanwhile
-                attempts = max(job.dispatch_attempts for job in jobs)
-                work.append((service.submission_for(batch_id, jobs), resend, attempts))
-        for index, (submission, resend, attempts) in enumerate(work):
-            with batch_context(submission.batch_id):
-                reachable = self._dispatch(submission, resend, attempts)
-            if not reachable:
-                # Don't wait out the orchestrator's timeouts for every batch of the round.
-                for later, _, later_attempts in work[index + 1 :]:
-                    with batch_context(later.batch_id):
-                        self._postpone(later.batch_id, later_attempts, "orchestrator unavailable")
-                break
-        return sum(len(submission.jobs) for submission, _, _ in work)
+            plan = self._form_batches(session, now)
+            work = [self._lease(batch_id, batch, now) for batch_id, batch in plan.batches.items()]
+        self._hold_until = plan.hold_until
+        self._send(work)
+        return sum(len(item.submission.jobs) for item in work)
 
     def next_wait_s(self) -> float:
         """Sleep until held jobs fill their window, or one interval (an upload wakes us)."""
@@ -72,45 +82,69 @@ class Dispatcher(Worker):
         remaining = (self._hold_until - service.utcnow()).total_seconds()
         return min(max(remaining, 0.005), super().next_wait_s())
 
-    def _form_batches(self, session: Session, now: datetime) -> dict[str, tuple[list[Job], bool]]:
-        """Claim due jobs, grouped: batch id -> (jobs, resend of an earlier attempt)."""
-        limit = self._settings.batch_max_jobs
-        due = repository.claim_dispatchable(session, now, limit)
-        self._hold_until = None
-        batches: dict[str, tuple[list[Job], bool]] = {}
-        # Batches whose earlier attempt failed or was unclear: resend whole, under their id.
-        earlier = sorted({job.batch_id for job in due if job.batch_id is not None})
-        if earlier:
-            members = {job.id: job for job in due if job.batch_id is not None}
-            members.update({job.id: job for job in repository.queued_in_batches(session, earlier)})
-            for job in sorted(members.values(), key=lambda j: (j.created_at, j.id)):
-                assert job.batch_id is not None
-                batches.setdefault(job.batch_id, ([], True))[0].append(job)
+    def _lease(self, batch_id: str, batch: Batch, now: datetime) -> Dispatch:
+        """Count the attempt and lease the jobs (committed before anything is sent)."""
+        lease_until = now + timedelta(seconds=self._settings.dispatch_lease_s)
+        for job in batch.jobs:
+            job.batch_id = batch_id
+            job.dispatch_attempts += 1
+            job.next_dispatch_at = lease_until  # another dispatcher skips it meanwhile
+        attempts = max(job.dispatch_attempts for job in batch.jobs)
+        return Dispatch(service.submission_for(batch_id, batch.jobs), batch.resend, attempts)
+
+    def _send(self, work: list[Dispatch]) -> None:
+        for index, item in enumerate(work):
+            with batch_context(item.submission.batch_id):
+                reachable = self._dispatch(item)
+            if not reachable:
+                # Don't wait out the orchestrator's timeouts for every batch of the round.
+                for later in work[index + 1 :]:
+                    with batch_context(later.submission.batch_id):
+                        self._postpone(
+                            later.submission.batch_id, later.attempts, "orchestrator unavailable"
+                        )
+                return
+
+    def _form_batches(self, session: Session, now: datetime) -> Plan:
+        """Claim due jobs: earlier batches to resend whole, then fresh ones unless held."""
+        due = repository.claim_dispatchable(session, now, self._settings.batch_max_jobs)
+        batches = _resends(session, due)
         fresh = [job for job in due if job.batch_id is None]
-        if fresh and len(fresh) < limit:
-            ready_at = min(job.created_at for job in fresh) + self._window
-            if ready_at > now:  # not full, not old enough: wait for more
-                self._hold_until = ready_at
-                return batches
+        hold_until = self._held_until(fresh, now)
+        if hold_until is None:
+            batches.update(self._fresh_batches(fresh))
+        return Plan(batches, hold_until)
+
+    def _held_until(self, fresh: list[Job], now: datetime) -> datetime | None:
+        """When a partial batch's oldest job has waited its window, if that is still ahead."""
+        if not fresh or len(fresh) >= self._settings.batch_max_jobs:
+            return None
+        ready_at = min(job.created_at for job in fresh) + self._window
+        return ready_at if ready_at > now else None
+
+    def _fresh_batches(self, fresh: list[Job]) -> dict[str, Batch]:
+        """Jobs with the same inference parameters, in creation order, up to the batch size."""
+        limit = self._settings.batch_max_jobs
         groups: defaultdict[tuple[str, float, int], list[Job]] = defaultdict(list)
         for job in fresh:  # in creation order: one group can't leave its elders behind
             groups[(job.model, job.confidence, job.image_size)].append(job)
-        for group in groups.values():
-            for start in range(0, len(group), limit):
-                batches[str(uuid.uuid4())] = (group[start : start + limit], False)
-        return batches
+        return {
+            str(uuid.uuid4()): Batch(group[start : start + limit], False)
+            for group in groups.values()
+            for start in range(0, len(group), limit)
+        }
 
-    def _dispatch(self, submission: Submission, resend: bool, attempts: int) -> bool:
+    def _dispatch(self, item: Dispatch) -> bool:
         """False when the orchestrator could not be reached."""
-        batch_id = submission.batch_id
+        batch_id = item.submission.batch_id
         try:
             execution = None
-            if resend:  # an earlier attempt may have started it: never start twice
+            if item.resend:  # an earlier attempt may have started it: never start twice
                 execution = self._orchestrator.find_by_batch(batch_id)
             if execution is None:
-                execution = self._orchestrator.submit(submission)
+                execution = self._orchestrator.submit(item.submission)
         except OrchestratorUnavailable as exc:
-            self._postpone(batch_id, attempts, str(exc))
+            self._postpone(batch_id, item.attempts, str(exc))
             return False
         except OrchestratorRejected as exc:
             if exc.job_fault:
@@ -126,7 +160,8 @@ class Dispatcher(Worker):
         with session_scope(self._sessions) as session:
             service.mark_submitted(session, batch_id, execution)
         log.info(
-            "dispatch.submitted", extra={"execution_id": execution.id, "jobs": len(submission.jobs)}
+            "dispatch.submitted",
+            extra={"execution_id": execution.id, "jobs": len(item.submission.jobs)},
         )
         return True
 
@@ -135,3 +170,17 @@ class Dispatcher(Worker):
         log.warning("dispatch.deferred", extra={"reason": reason, "until": until.isoformat()})
         with session_scope(self._sessions) as session:
             service.postpone_dispatch(session, batch_id, until, reason)
+
+
+def _resends(session: Session, due: Sequence[Job]) -> dict[str, Batch]:
+    """Batches whose earlier attempt failed or was unclear, whole and under their id."""
+    earlier = sorted({job.batch_id for job in due if job.batch_id is not None})
+    if not earlier:
+        return {}
+    members = {job.id: job for job in due if job.batch_id is not None}
+    members.update({job.id: job for job in repository.queued_in_batches(session, earlier)})
+    batches: dict[str, Batch] = {}
+    for job in sorted(members.values(), key=lambda j: (j.created_at, j.id)):
+        assert job.batch_id is not None
+        batches.setdefault(job.batch_id, Batch([], True)).jobs.append(job)
+    return batches

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import session_scope
-from app.jobs import repository, service
+from app.jobs import intake, repository, service
 from app.logs import job_context
 from app.orchestrators.base import Execution, ExecutionNotFound, Orchestrator, OrchestratorError
 from app.storage import SharedStorage
@@ -65,7 +65,7 @@ class Reconciler(Worker):
             return
         self._next_sweep = time.monotonic() + ORPHAN_SWEEP_EVERY_S
         with session_scope(self._sessions) as session:
-            removed = service.remove_orphan_uploads(session, self._storage, ORPHAN_SWEEP_EVERY_S)
+            removed = intake.remove_orphan_uploads(session, self._storage, ORPHAN_SWEEP_EVERY_S)
         if removed:
             log.info("storage.orphan_uploads_removed", extra={"count": removed})
 

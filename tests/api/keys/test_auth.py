@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from app.keys.models import ApiKey
 from app.main import create_app
-from tests.api.conftest import (
+from tests.api.factories import upload
+from tests.support.api_app import (
     ADMIN_KEY,
     SettingsFactory,
     bearer,
@@ -18,7 +19,6 @@ from tests.api.conftest import (
     keyed_client,
     resources_of,
 )
-from tests.api.factories import upload
 from tests.support.images import encode
 
 JOB = "00000000-0000-4000-8000-000000000000"

@@ -9,8 +9,8 @@ import sys
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.api.conftest import SettingsFactory, bearer
-from tests.conftest import ROOT
+from tests.support.api_app import SettingsFactory, bearer
+from tests.support.paths import ROOT
 
 
 def run(module: str, *args: str, database_url: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -16,9 +16,7 @@ import pytest
 from app.errors import BodyTooLarge, EmptyFile, NotAModel
 from app.models import files
 from app.storage import SharedStorage
-from tests.conftest import ROOT
-
-FIXTURE_MODEL = ROOT / "tests" / "fixtures" / "model" / "shapes.pt"
+from tests.support.paths import FIXTURE_MODEL
 
 
 class _Trap:

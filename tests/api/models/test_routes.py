@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from app.models import repository
 from app.models.models import StoredModel
-from tests.api.conftest import ADMIN_KEY, SettingsFactory, bearer, keyed_client, resources_of
 from tests.api.factories import push_model, stored_files, torch_archive, upload
+from tests.support.api_app import ADMIN_KEY, SettingsFactory, bearer, keyed_client, resources_of
 from tests.support.images import encode
 
 ADMIN = bearer(ADMIN_KEY)

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from app.errors import UnknownModel
 from app.models import service
 from app.models.service import Weights
-from tests.api.conftest import SettingsFactory, keyed_client, resources_of
 from tests.api.factories import push_model, torch_archive, upload
+from tests.support.api_app import SettingsFactory, keyed_client, resources_of
 
 
 def resolve(client: TestClient, requested: str) -> Weights:

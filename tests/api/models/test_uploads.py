@@ -10,13 +10,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import ADMIN_KEY, SettingsFactory, bearer, keyed_client, resources_of
-from tests.api.factories import job_count, push_model, stored_files, torch_archive
-from tests.api.test_pipeline_local import MODEL, png, wait_terminal
-from tests.conftest import ROOT
-from tests.fixtures.synthetic import HELD_OUT_SEED_START, match, render_scene
-from tests.support.images import encode
-from tests.support.kestra_standin import KestraStandin, jobs_of
+from tests.api.factories import job_count, push_model, stored_files, torch_archive, wait_terminal
+from tests.fixtures.synthetic import HELD_OUT_SEED_START, boxes_of, match, render_scene
+from tests.support.api_app import ADMIN_KEY, SettingsFactory, bearer, keyed_client, resources_of
+from tests.support.images import encode, png
+from tests.support.kestra import KestraStandin, jobs_of
+from tests.support.paths import FIXTURE_MODEL, ROOT
 
 IMAGE = {"files": ("a.png", encode("PNG"))}
 
@@ -206,7 +205,7 @@ def test_an_upload_runs_with_the_pushed_weights_through_the_local_orchestrator(
     """The default would fail (no such file): only the pushed weights can detect anything."""
     settings = make_settings(model=str(ROOT / "no-such-model.pt"))
     image, truth = render_scene(HELD_OUT_SEED_START + 950)
-    weights = MODEL.read_bytes()
+    weights = FIXTURE_MODEL.read_bytes()
     with keyed_client(settings) as client:
         assert push_model(client, "shapes-mine.pt", weights).status_code == 201
         response = client.post(
@@ -221,5 +220,4 @@ def test_an_upload_runs_with_the_pushed_weights_through_the_local_orchestrator(
     assert job["status"] == "succeeded", job["error"]
     assert job["model"] == "models/shapes-mine.pt"
     assert job["model_sha256"] == hashlib.sha256(weights).hexdigest()
-    boxes = [(d["class_id"], tuple(d["box"].values())) for d in job["detections"]]
-    assert match(truth, boxes)["ok"], job["detections"]
+    assert match(truth, boxes_of(job["detections"]))["ok"], job["detections"]

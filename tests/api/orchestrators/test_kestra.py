@@ -16,8 +16,9 @@ from app.orchestrators.base import (
     Submission,
 )
 from app.orchestrators.kestra import KestraOrchestrator
-from tests.api.conftest import SettingsFactory, kestra_settings
-from tests.support.kestra_standin import KestraStandin
+from tests.api.factories import kestra_settings
+from tests.support.api_app import SettingsFactory
+from tests.support.kestra import KestraStandin
 from tests.support.net import free_port
 
 BATCH_ID = "0e2b7c1a-3f4d-4c8e-9a6b-5d1f2e3c4b5a"

@@ -3,7 +3,6 @@ between."""
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -12,9 +11,10 @@ from sqlalchemy import select, update
 
 from app.jobs.models import Job
 from app.jobs.service import utcnow
-from tests.api.conftest import SettingsFactory, kestra_settings, keyed_client, resources_of
-from tests.api.factories import upload
-from tests.support.kestra_standin import KestraStandin, jobs_of
+from tests.api.factories import kestra_settings, upload
+from tests.support.api_app import SettingsFactory, keyed_client, resources_of
+from tests.support.kestra import KestraStandin, jobs_of
+from tests.support.wait import wait_until
 
 
 def make_due(client: TestClient) -> None:
@@ -239,8 +239,12 @@ def test_background_dispatch_runs_on_upload(
     settings = make_settings(**kestra_settings(kestra), workers_enabled=True, batch_window_s=0.2)
     with keyed_client(settings) as client:
         ids = upload(client, 2)
-        deadline = time.monotonic() + 10
-        while statuses(client, ids) != ["submitted"] * 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(
+            lambda: statuses(client, ids),
+            10,
+            what="both jobs submitted",
+            interval_s=0.05,
+            until=lambda found: found == ["submitted"] * 2,
+        )
         assert statuses(client, ids) == ["submitted"] * 2
         assert len(kestra.state.executions) == 1

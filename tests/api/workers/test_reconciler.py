@@ -11,10 +11,9 @@ from sqlalchemy import update
 
 from app.jobs.models import Job
 from app.jobs.service import MAX_RUNS, utcnow
-from tests.api.conftest import resources_of
-from tests.api.factories import upload, write_success
-from tests.api.test_callbacks import DETECTION, submitted_batch
-from tests.support.kestra_standin import KestraStandin
+from tests.api.factories import DETECTION, submitted_batch, upload, write_success
+from tests.support.api_app import resources_of
+from tests.support.kestra import KestraStandin
 
 
 def submitted_job(client: TestClient) -> tuple[str, str]:

@@ -1,0 +1,87 @@
+"""The stack's API as its clients see it, with the admin key (which sees every job); it
+remembers every job a client was given, for the final account."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from tests.support.stack.scenes import Scene
+from tests.support.wait import wait_until
+
+TERMINAL = {"succeeded", "failed"}
+
+
+@dataclass
+class StackApi:
+    url: str
+    admin_key: str
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # every job a client saw
+    scene_of: dict[str, Scene] = field(default_factory=dict)
+
+    def client(self, timeout: float = 30) -> httpx.Client:
+        auth = {"Authorization": f"Bearer {self.admin_key}"}
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=auth)
+
+    def upload(self, batch: Sequence[Scene], key: str | None = None) -> list[dict[str, Any]]:
+        headers = {"Idempotency-Key": key} if key else {}
+        files = [("files", (s.name, s.data, "application/octet-stream")) for s in batch]
+        with self.client() as client:
+            response = client.post("/v1/uploads", files=files, headers=headers)
+        assert response.status_code == 202, response.text
+        jobs: list[dict[str, Any]] = response.json()["jobs"]
+        self.remember(batch, jobs)
+        return jobs
+
+    def remember(self, batch: Sequence[Scene], jobs: list[dict[str, Any]]) -> None:
+        assert len(jobs) == len(batch)
+        for scene, job in zip(batch, jobs, strict=True):
+            self.jobs[job["id"]] = job
+            self.scene_of[job["id"]] = scene
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        with self.client() as client:
+            response = client.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait_terminal(self, job_ids: Iterable[str], timeout: float) -> dict[str, dict[str, Any]]:
+        """Poll until every job is succeeded or failed; the API may be down meanwhile."""
+        seen = dict.fromkeys(job_ids, "unknown")
+        done: dict[str, dict[str, Any]] = {}
+
+        def finished() -> bool:
+            for job_id in sorted(set(seen) - set(done)):
+                job = self.job(job_id)
+                seen[job_id] = job["status"]
+                if job["status"] in TERMINAL:
+                    done[job_id] = job
+            return len(done) == len(seen)
+
+        try:
+            wait_until(
+                finished, timeout, what="jobs to finish", ignore=(httpx.HTTPError, AssertionError)
+            )
+        except AssertionError as exc:
+            pending = {job_id: seen[job_id] for job_id in set(seen) - set(done)}
+            raise AssertionError(f"{exc}; not finished: {pending}") from None
+        return done
+
+    def ready(self) -> tuple[int, dict[str, Any]]:
+        try:
+            with self.client(timeout=10) as client:
+                response = client.get("/ready")
+            return response.status_code, response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return 0, {"error": repr(exc)}
+
+    def healthy(self) -> bool:
+        try:
+            with self.client(timeout=3) as client:
+                return client.get("/health").status_code == 200
+        except httpx.HTTPError:
+            return False
