@@ -34,6 +34,7 @@ import argparse
 import importlib.util
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -47,22 +48,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench.common import load_average, machine_line, median, spread, table
-from tests.support.builds import build_inference_image
-from tests.support.compose import new_project
-from tests.support.engine import OFFLINE_POSTGRES, OFFLINE_PYTHON, Docker, tar_of
+from tests.support.engine import Docker, tar_of
 from tests.support.kestra.containers import LABEL as TASK_LABEL
 from tests.support.paths import FIXTURE_MODEL
-from tests.support.stack import Stack, stack_env
-from tests.support.stack.api import TERMINAL
+from tests.support.stack import Stack, ensure_inference_image
 from tests.support.stack.scenes import Scene, chunks, scenes
 from tests.support.wait import wait_until
 
 IMAGE_SIZE = 640  # the API's default; compose does not pass IMAGE_SIZE
 FIRST_SEED = 90_000  # held-out scenes no test uploads
-LIVE = ("queued", "submitted", "running")  # in the order a job moves through them
 BATCH_VARS = ("BATCH_MAX_JOBS", "BATCH_WINDOW_S")
 MARK = "BENCH-RESULT "
 MODEL_FILES = {"fixture": "models/shapes.pt", "yolo11n": "models/yolo11n-random.pt"}
@@ -113,51 +108,35 @@ def parse_result(output: str) -> dict[str, Any]:
 
 
 def timestamp(value: str | None) -> float | None:
-    """An API/stand-in ISO timestamp ('...Z') as seconds since the epoch."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    """An API/stand-in ISO timestamp as seconds since the epoch."""
+    return datetime.fromisoformat(value).timestamp() if value else None
 
 
 # --- the stack ------------------------------------------------------------------------------
+def need(ok: bool, reason: str) -> None:
+    if not ok:
+        raise SystemExit(reason)
+
+
 def make_stack(docker: Docker, model: str, conf: float) -> tuple[Stack, str]:
     """The stack (not up yet) and what its inference image is."""
-    base = os.environ.get("PYTHON_BASE_IMAGE") or OFFLINE_PYTHON
-    postgres = os.environ.get("POSTGRES_IMAGE") or OFFLINE_POSTGRES
-    image = os.environ.get("INFERENCE_IMAGE") or "yolo-inference:local"
-    for needed in (base, postgres):
-        if not docker.image_exists(needed):
-            raise SystemExit(f"image {needed} is missing (make offline-images)")
-    if not docker.image_exists(image):
-        log(f"building {image} with docker/inference/build.sh (minutes, once)")
-        failure = build_inference_image(image)
-        if failure is not None:
-            raise SystemExit(f"building {image} failed:\n{failure}")
-    project = new_project("yolobench")
+    image = ensure_inference_image(docker, need)
     # A tag of our own for the image `image` names now, so that a rebuild of that tag during
     # the run (others build on this machine) changes neither the stack's task containers nor
     # the baselines halfway through (tear_down drops it).
-    info = docker.inspect(image)
-    pinned = f"yolo-inference-bench:{project}"
-    docker("tag", info["Id"], pinned)
-    images = {
-        # Own tags: never retag the images a concurrent test run uses.
-        "API_IMAGE": "yolo-api:bench",
-        "KESTRA_STANDIN_IMAGE": "yolo-kestra-standin:bench",
-        "PYTHON_BASE_IMAGE": base,
-        "POSTGRES_IMAGE": postgres,
-        "INFERENCE_IMAGE": pinned,
-    }
+    pinned = f"yolo-inference-bench:{secrets.token_hex(4)}"
     env = {
-        **stack_env(project, images),
+        "INFERENCE_IMAGE": pinned,
         "MODEL": MODEL_FILES[model],  # on the volume before `up` (seed_volume)
         "CONFIDENCE": repr(conf),
         "STANDIN_WORKER_THREADS": os.environ.get("STANDIN_WORKER_THREADS") or "3",
         "LOG_LEVEL": os.environ.get("LOG_LEVEL") or "INFO",
         **{name: os.environ[name] for name in BATCH_VARS if os.environ.get(name)},
     }
-    pinned_from = f"{image} ({info['Id'][7:19]}, {int(info['Size']) / 1e6:.0f} MB)"
-    return Stack.create(docker, project, env, base), pinned_from
+    stack = Stack.create(docker, "bench", env, need)
+    info = docker.inspect(image)
+    docker("tag", info["Id"], pinned)
+    return stack, f"{image} ({info['Id'][7:19]}, {int(info['Size']) / 1e6:.0f} MB)"
 
 
 def seed_volume(stack: Stack, model: str, images: Sequence[Scene]) -> None:
@@ -186,14 +165,12 @@ def baseline(stack: Stack, *options: str) -> list[str]:
     ]
 
 
-def wait_idle(stack: Stack, timeout: float = 120) -> None:
+def wait_idle(stack: Stack) -> None:
     """Until no task container of this stack runs."""
-
-    def running() -> list[Any]:
-        filters = {"label": TASK_LABEL, "volume": stack.volume.name, "status": "running"}
-        return stack.docker.containers(**filters)
-
-    wait_until(running, timeout, what="task containers to end", until=lambda found: not found)
+    running = partial(
+        stack.docker.containers, label=TASK_LABEL, volume=stack.volume.name, status="running"
+    )
+    wait_until(running, 120, what="task containers to end", until=lambda found: not found)
 
 
 def tear_down(stack: Stack) -> None:
@@ -202,52 +179,13 @@ def tear_down(stack: Stack) -> None:
     try:
         baselines = stack.docker.containers(label=f"yolobench={stack.project}")
         stack.docker.remove("container", *(c.id or "" for c in baselines))
-        stack.down("bench", keep=keep)
+        stack.down(keep=keep)
     finally:
         # Our tag only. If the original tag was rebuilt meanwhile, it was the image's last
         # name and the image goes too, as a dangling one would (not while a container uses it).
         proc = stack.docker("rmi", "--no-prune", stack.inference_image, check=False)
         if proc.returncode != 0:
             log(f"could not remove {stack.inference_image}: {proc.stderr.strip()[:300]}")
-
-
-# --- through the stack ----------------------------------------------------------------------
-def upload(http: httpx.Client, batch: Sequence[Scene]) -> list[str]:
-    """One upload request; the ids of its jobs, in image order."""
-    files = [("files", (s.name, s.data, "application/octet-stream")) for s in batch]
-    response = http.post("/v1/uploads", files=files)
-    if response.status_code != 202:
-        raise RuntimeError(f"upload refused: {response.status_code} {response.text[:300]}")
-    return [job["id"] for job in response.json()["jobs"]]
-
-
-def live_ids(http: httpx.Client) -> set[str]:
-    """Ids of every job not yet succeeded or failed. The statuses are listed in the order a
-    job moves through them, so a job moving on while we ask is still seen once."""
-    found: set[str] = set()
-    for status in LIVE:
-        params = {"status": status, "limit": "200"}
-        while True:
-            body = http.get("/v1/jobs", params=params).raise_for_status().json()
-            found |= {job["id"] for job in body["jobs"]}
-            if not body.get("next_cursor"):
-                break
-            params["cursor"] = body["next_cursor"]
-    return found
-
-
-def wait_jobs(http: httpx.Client, ids: Sequence[str], timeout: float) -> list[dict[str, Any]]:
-    """Poll cheaply (the lists of live jobs) until none of ids is live; return every job."""
-
-    def finished() -> list[dict[str, Any]] | None:
-        if live_ids(http) & set(ids):
-            return None
-        jobs = [http.get(f"/v1/jobs/{job_id}").json() for job_id in ids]
-        return jobs if all(job["status"] in TERMINAL for job in jobs) else None
-
-    jobs = wait_until(finished, timeout, what=f"{len(ids)} jobs to finish")
-    assert jobs is not None
-    return jobs
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -345,16 +283,14 @@ class Bench:
         from the first POST to the last job's `finished_at` (the API's own timestamp, so
         polling adds nothing); None when no job succeeded."""
         images, t0 = self.images, time.time()
-        with (
-            self.stack.api.client(timeout=120) as http,
-            ThreadPoolExecutor(self.args.concurrency) as pool,
-        ):
+        with ThreadPoolExecutor(self.args.concurrency) as pool:
             batches = chunks(images, self.args.per_request)
-            ids = [job_id for part in pool.map(partial(upload, http), batches) for job_id in part]
-            acked = time.time()
-            if len(set(ids)) != len(images):
-                raise RuntimeError(f"{len(images)} images gave {len(set(ids))} jobs")
-            jobs = wait_jobs(http, ids, timeout=max(600.0, 30.0 * len(images)))
+            ids = [job["id"] for part in pool.map(self.stack.api.upload, batches) for job in part]
+        acked = time.time()
+        if len(set(ids)) != len(images):
+            raise RuntimeError(f"{len(images)} images gave {len(set(ids))} jobs")
+        done = self.stack.api.wait_terminal(ids, timeout=max(600.0, 30.0 * len(images)))
+        jobs = list(done.values())
         failed = [job for job in jobs if job["status"] != "succeeded"]
         finished = [timestamp(job["finished_at"]) or t0 for job in jobs]
         waits = [
@@ -390,8 +326,7 @@ class Bench:
         """One upload with the stack idle: seconds from the POST to the job's finished_at,
         and its phases."""
         t0 = time.time()
-        with self.stack.api.client(timeout=60) as http:
-            job_id = upload(http, [scene])[0]
+        job_id = self.stack.api.upload([scene])[0]["id"]
         job = self.stack.api.wait_terminal([job_id], 300)[job_id]
         if job["status"] != "succeeded":
             raise RuntimeError(f"single job {job_id} {job['status']}: {job.get('error')}")
@@ -533,8 +468,7 @@ def main() -> None:
     started = time.monotonic()
     load_before = load_average()
     docker = Docker()
-    if not docker.available():
-        raise SystemExit("no Docker engine answers")
+    need(docker.available(), "no Docker engine answers")
     images = scenes(first_seed=FIRST_SEED, count=args.images)
     stack, pinned_from = make_stack(docker, args.model, args.conf)
     seen: dict[str, str] = {}
@@ -548,9 +482,7 @@ def main() -> None:
         try:
             log(f"compose project {stack.project}: up (builds the API and stand-in images)")
             seed_volume(stack, args.model, images)
-            t_up = time.monotonic()
-            stack.up()
-            bench.facts["stack up s"] = f"{time.monotonic() - t_up:.0f}"
+            bench.facts["stack up s"] = f"{stack.up():.0f}"
             api = docker.inspect(stack.compose.container("api"), "container")
             seen = dict(item.split("=", 1) for item in api["Config"]["Env"] if "=" in item)
             sleeper = baseline(stack, "-d", "--name", bench.cold_box, "--entrypoint", "sleep")

@@ -1,16 +1,17 @@
 """Upload path benchmark: POST /v1/uploads of the real API vs a bare streaming endpoint
 (bench/bare_app.py); BENCHMARKS.md (table 1) describes the setup in full and has the results.
 
-Both run under the same uvicorn settings on loopback (one worker; asyncio loop and h11, as in
-the API image; no access log), driven alternately by the same client; the API has a
-throwaway Postgres (no fsync) and no background workers. The client shares the CPUs with the
-servers, so it is light: raw keep-alive HTTP/1.1 over asyncio streams with the request bytes
-built once (httpx's client cost more CPU per request than the bare server, and its pool
-collapsed at 32 connections). CPU ms/req is measured per process (the API's includes its
-Postgres backends), less noisy than req/s on a shared machine. `--pin` puts the client on a
-CPU of its own. Prints a table; asserts nothing.
+Both run under the same uvicorn settings on loopback (1 and 2 worker processes by default;
+asyncio loop and h11, as in the API image; no access log), driven alternately by the same
+client; the API has a throwaway Postgres (no fsync) and no background workers. The client
+shares the CPUs with the servers, so it is light: raw keep-alive HTTP/1.1 over asyncio streams
+with the request bytes built once (httpx's client cost more CPU per request than the bare
+server, and its pool collapsed at 32 connections). CPU ms/req is measured per process tree
+(the API's includes its Postgres backends), less noisy than req/s on a shared machine. `--pin`
+puts the client on a CPU of its own. Prints a table; asserts nothing.
 
-    .venv/bin/python -m bench.upload_bench [--requests 200] [--repeats 3] [--api-dir DIR] [--pin]
+    .venv/bin/python -m bench.upload_bench [--requests 200] [--repeats 3] [--workers 1 2]
+        [--api-dir DIR] [--pin]
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import argparse
 import asyncio
 import io
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -37,7 +37,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.common import table
+from bench.common import spread, table
 from tests.support.net import free_port
 from tests.support.paths import ROOT
 from tests.support.postgres import ThrowawayCluster
@@ -83,7 +83,8 @@ class Server:
     postmaster: int | None = None  # the API's Postgres backends are part of its cost
 
     def cpu(self) -> dict[int, float]:
-        """CPU seconds (user + system) of the server process and its Postgres backends."""
+        """CPU seconds (user + system) of the server, its worker processes and its Postgres
+        backends."""
         found = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
@@ -91,17 +92,20 @@ class Server:
             except OSError:
                 continue
             pid = int(stat.parent.name)
-            if pid == self.pid or (self.postmaster and int(fields[1]) == self.postmaster):
+            if pid == self.pid or int(fields[1]) in (self.pid, self.postmaster):
                 found[pid] = (int(fields[11]) + int(fields[12])) / _CLK
         return found
 
 
 @contextmanager
-def server(app: str, env: dict[str, str], cwd: Path, cpus: set[int] | None) -> Iterator[Server]:
+def server(
+    app: str, env: dict[str, str], cwd: Path, cpus: set[int] | None, workers: int
+) -> Iterator[Server]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-         "--loop", "asyncio", "--http", "h11", "--log-level", "warning", "--no-access-log"],
+         "--loop", "asyncio", "--http", "h11", "--log-level", "warning", "--no-access-log",
+         "--workers", str(workers)],
         cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     if cpus:
@@ -154,13 +158,13 @@ async def drive(target: Server, request: bytes, concurrency: int, total: int) ->
         finally:
             writer.close()
 
-    cpu_before, client_before = target.cpu(), _own_cpu()
+    cpu_before, client_before = target.cpu(), time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
     cpu_after = target.cpu()  # backends started during the run count from zero
     cpu = sum(t - cpu_before.get(pid, 0.0) for pid, t in cpu_after.items()) * 1000 / total
-    client = (_own_cpu() - client_before) * 1000 / total
+    client = (time.process_time() - client_before) * 1000 / total
     latencies.sort()
     return {
         "rps": total / elapsed,
@@ -171,24 +175,21 @@ async def drive(target: Server, request: bytes, concurrency: int, total: int) ->
     }
 
 
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+Results = dict[tuple[str, int, int, str], list[float]]  # (server, workers, concurrency, metric)
 
 
-def row(results: dict[tuple[str, int, str], list[float]], c: int) -> str:
-    """The table's line for concurrency `c`."""
+def row(results: Results, w: int, c: int) -> str:
+    """The table's line for `w` workers at concurrency `c`."""
 
     def med(name: str, metric: str) -> float:
-        return statistics.median(results[name, c, metric])
+        return statistics.median(results[name, w, c, metric])
 
     def fmt(name: str, metric: str) -> str:
-        values = results[name, c, metric]
-        return "/".join(f"{v:.1f}" for v in (min(values), med(name, metric), max(values)))
+        return spread(results[name, w, c, metric], 1)
 
-    client = results["api", c, "client_cpu_ms"] + results["bare", c, "client_cpu_ms"]
+    client = results["api", w, c, "client_cpu_ms"] + results["bare", w, c, "client_cpu_ms"]
     return (
-        f"{c} | {fmt('api', 'rps')} | {fmt('bare', 'rps')} "
+        f"{w} | {c} | {fmt('api', 'rps')} | {fmt('bare', 'rps')} "
         f"| {med('api', 'rps') / med('bare', 'rps'):.2f} | {fmt('api', 'p50_ms')} "
         f"| {fmt('api', 'p99_ms')} | {fmt('bare', 'p50_ms')} | {fmt('bare', 'p99_ms')} "
         f"| {med('api', 'cpu_ms'):.2f} / {med('bare', 'cpu_ms'):.2f} "
@@ -196,11 +197,31 @@ def row(results: dict[tuple[str, int, str], list[float]], c: int) -> str:
     )
 
 
+def measure(
+    results: Results,
+    workers: int,
+    targets: dict[str, Server],
+    payload: bytes,
+    args: argparse.Namespace,
+) -> None:
+    """Warm both servers up, then alternate between them at each concurrency, `repeats` times."""
+    for target in targets.values():
+        asyncio.run(drive(target, upload_request(target.port, payload), 4, 40))
+    for _ in range(args.repeats):
+        for concurrency in args.concurrency:
+            for name, target in targets.items():
+                request = upload_request(target.port, payload)
+                run = asyncio.run(drive(target, request, concurrency, args.requests))
+                for metric, value in run.items():
+                    results[name, workers, concurrency, metric].append(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
         "--api-dir", type=Path, default=ROOT / "api", help="the directory holding `app`"
     )
@@ -220,7 +241,7 @@ def main() -> None:
     cluster = ThrowawayCluster()
     cluster.start()
     tmp = Path(tempfile.mkdtemp(prefix="upload-bench-"))
-    results: defaultdict[tuple[str, int, str], list[float]] = defaultdict(list)
+    results: Results = defaultdict(list)
     try:
         from app.bootstrap import add_admin_key, migrate
         from app.config import Settings
@@ -236,21 +257,13 @@ def main() -> None:
             "MAX_UNFINISHED_JOBS_PER_KEY": "100000000",
         }
         bare_env = {"BARE_DATA_DIR": str(tmp / "bare")}
-        with (
-            server("app.main:app", api_env, api_dir, server_cpus) as api,
-            server("bare_app:app", bare_env, ROOT / "bench", server_cpus) as bare,
-        ):
-            api.postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
-            targets = {"api": api, "bare": bare}
-            for target in targets.values():  # warm-up
-                asyncio.run(drive(target, upload_request(target.port, payload), 4, 40))
-            for _ in range(args.repeats):
-                for concurrency in args.concurrency:
-                    for name, target in targets.items():
-                        request = upload_request(target.port, payload)
-                        run = asyncio.run(drive(target, request, concurrency, args.requests))
-                        for metric, value in run.items():
-                            results[name, concurrency, metric].append(value)
+        for workers in args.workers:
+            with (
+                server("app.main:app", api_env, api_dir, server_cpus, workers) as api,
+                server("bare_app:app", bare_env, ROOT / "bench", server_cpus, workers) as bare,
+            ):
+                api.postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+                measure(results, workers, {"api": api, "bare": bare}, payload, args)
     finally:
         cluster.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -261,9 +274,9 @@ def main() -> None:
         f"requests x {args.repeats} repeats, min/median/max; {os.cpu_count()} CPUs{pinned}"
     )
     table(
-        "concurrency | api req/s | bare req/s | api/bare (median) | api p50 ms | api p99 ms "
-        "| bare p50 ms | bare p99 ms | CPU ms/req api / bare / client",
-        (row(results, c) for c in args.concurrency),
+        "workers | concurrency | api req/s | bare req/s | api/bare (median) | api p50 ms "
+        "| api p99 ms | bare p50 ms | bare p99 ms | CPU ms/req api / bare / client",
+        (row(results, w, c) for w in args.workers for c in args.concurrency),
     )
     print("Goals: api/bare >= 0.5; api p99 <= 50 ms at concurrency 8.")
 

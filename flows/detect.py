@@ -94,6 +94,10 @@ def _prepare_environment() -> None:
         os.environ["YOLO_CONFIG_DIR"] = str(base / f"ultralytics-config-{uid}")
     if not os.environ.get("MPLCONFIGDIR"):
         os.environ["MPLCONFIGDIR"] = str(base / f"matplotlib-{uid}")
+    # Ultralytics' offline switch: no "am I online" probes, which only cost time in a container
+    # without a network. Left alone when a named model may be downloaded.
+    if not _downloads_allowed():
+        os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
 def _downloads_allowed() -> bool:
@@ -339,7 +343,7 @@ def load_model(model_ref: str, data_dir: Path) -> YOLO:
     from ultralytics.models import YOLO
 
     if os.sep in model_ref or Path(model_ref).is_file():
-        return YOLO(model_ref)
+        return _without_warmup(YOLO(model_ref))
     # Bare Ultralytics name not found locally: Ultralytics downloads into the
     # current directory, which in the Kestra container is a root-owned working
     # dir. Download into a writable cache instead (DATA_DIR/models first).
@@ -348,9 +352,23 @@ def load_model(model_ref: str, data_dir: Path) -> YOLO:
     try:
         if target is not None:
             os.chdir(target)
-        return YOLO(model_ref)
+        return _without_warmup(YOLO(model_ref))
     finally:
         os.chdir(cwd)
+
+
+def _without_warmup(model: YOLO) -> YOLO:
+    """Skip the predictor's warm-up, through its documented ``on_predict_start`` callback and
+    ``done_warmup`` attribute. On the CPU, warming up a PyTorch model runs nothing: it only
+    imports torchvision so that NMS takes torchvision's kernel, about 1 s of every container's
+    start. Without it Ultralytics uses its own NMS, which gives the same boxes (tested on the
+    fixture scenes). Elsewhere the first image simply pays the warm-up pass itself."""
+
+    def skip(predictor: Any) -> None:
+        predictor.done_warmup = True
+
+    model.add_callback("on_predict_start", skip)
+    return model
 
 
 # --------------------------------------------------------------------------- detection

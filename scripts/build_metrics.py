@@ -85,15 +85,9 @@ class Variant:
 
     def build(self, key: str, base: str) -> None:
         started = time.monotonic()
-        steps = build_steps(
-            DOCKER.build(
-                self.context,
-                self.dockerfile,
-                self.tag,
-                build_args={"BASE_IMAGE": base},
-                secret=ca_bundle(),
-            )
-        )
+        args = {"BASE_IMAGE": base}
+        log = DOCKER.build(self.context, self.dockerfile, self.tag, args, secret=ca_bundle())
+        steps = build_steps(log)
         seconds = time.monotonic() - started
         run = sum(1 for _, cached in steps.values() if not cached)
         self.builds[key] = seconds, f"{fmt_s(seconds)} ({run}/{len(steps)} steps run)"

@@ -6,6 +6,7 @@
     results/<job_id>.annotated.jpg  the upload with boxes drawn
 """
 
+import contextlib
 import os
 import shutil
 import stat
@@ -18,6 +19,9 @@ from typing import BinaryIO
 
 _SUBDIRS = ("tmp", "uploads", "results", "models")
 MAX_RESULT_BYTES = 8 * 1024 * 1024  # 10,000 detections take ~1.5 MB
+# A live upload writes to its temp file at least every BODY_TIMEOUT_S (30 s by default);
+# one untouched for an hour belongs to a process that is gone.
+STALE_TEMP_AGE_S = 3600.0
 
 
 class ResultUnavailable(Exception):
@@ -42,12 +46,17 @@ class SharedStorage:
         for sub in _SUBDIRS:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
-    def remove_stale_temp_files(self) -> int:
-        """Partial uploads of a process that died mid-request; nobody else reads tmp/."""
-        stale = list((self.root / "tmp").glob("*.part"))
-        for path in stale:
-            path.unlink(missing_ok=True)
-        return len(stale)
+    def remove_stale_temp_files(self, older_than_s: float = STALE_TEMP_AGE_S) -> int:
+        """Partial uploads of a process that died mid-request. Only old ones: another worker
+        or replica on the same volume may be writing a fresh one right now."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in (self.root / "tmp").glob("*.part"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
 
     def open_temp(self) -> TempUpload:
         # Same filesystem as uploads/, so the final rename is atomic.

@@ -1,5 +1,6 @@
 """API fixtures on top of tests/support/api_app.py's (database, settings, `client`): the
-Kestra stand-in and a client of an app that sends its jobs there."""
+Kestra stand-in and a client of an app that sends its jobs there; a client of an app that runs
+them with the fixture model through the Local orchestrator."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tests.api.factories import kestra_settings
 from tests.support.api_app import SettingsFactory, keyed_client
 from tests.support.kestra import KestraStandin
 from tests.support.net import free_port
+from tests.support.paths import FIXTURE_MODEL
 
 
 @pytest.fixture
@@ -25,4 +27,13 @@ def kestra() -> Iterator[KestraStandin]:
 @pytest.fixture
 def kestra_client(make_settings: SettingsFactory, kestra: KestraStandin) -> Iterator[TestClient]:
     with keyed_client(make_settings(**kestra_settings(kestra))) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def local_client(make_settings: SettingsFactory) -> Iterator[TestClient]:
+    settings = make_settings(
+        model=str(FIXTURE_MODEL), confidence=0.25, image_size=640, max_files_per_request=32
+    )
+    with keyed_client(settings) as test_client:
         yield test_client

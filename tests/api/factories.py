@@ -31,7 +31,6 @@ DETECTION = {
 
 
 def kestra_settings(standin: KestraStandin) -> dict[str, Any]:
-    """Settings overrides that point the API at the stand-in."""
     return {
         "orchestrator": "kestra",
         "kestra_url": standin.url,
@@ -51,6 +50,19 @@ def job_count(client: TestClient) -> int:
 
 def stored_files(shared_dir: Path) -> list[str]:
     return sorted(str(p.relative_to(shared_dir)) for p in shared_dir.rglob("*") if p.is_file())
+
+
+def assert_refused(
+    client: TestClient, shared_dir: Path, response: httpx.Response, status: int, code: str
+) -> dict[str, Any]:
+    """`response` refused the upload with this error, leaving no job and no file behind."""
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    assert job_count(client) == 0
+    assert stored_files(shared_dir) == []
+    return body
 
 
 def upload(client: TestClient, count: int = 1, fmt: str = "PNG") -> list[str]:
@@ -84,21 +96,26 @@ def execution_of(client: TestClient, batch_id: str) -> str:
     return found
 
 
-def callback(
+def notify(
     client: TestClient,
-    kestra: KestraStandin,
     batch_id: str,
+    execution_id: str,
     state: str,
     headers: dict[str, str] = CALLBACK_AUTH,
+) -> httpx.Response:
+    """POST /v1/callbacks/kestra as the flow's afterExecution task does (with the token)."""
+    body = {"batch_id": batch_id, "execution_id": execution_id, "state": state}
+    response: httpx.Response = client.post("/v1/callbacks/kestra", headers=headers, json=body)
+    return response
+
+
+def callback(
+    client: TestClient, kestra: KestraStandin, batch_id: str, state: str
 ) -> dict[str, str]:
     """Kestra moves the batch's execution to `state`, then its afterExecution task calls."""
     execution_id = execution_of(client, batch_id)
     kestra.state.set_state(execution_id, state)
-    response = client.post(
-        "/v1/callbacks/kestra",
-        headers=headers,
-        json={"batch_id": batch_id, "execution_id": execution_id, "state": state},
-    )
+    response = notify(client, batch_id, execution_id, state)
     assert response.status_code == 202, response.text
     assert response.json()["batch_id"] == batch_id
     jobs: dict[str, str] = response.json()["jobs"]
@@ -117,6 +134,14 @@ def wait_terminal(client: TestClient, job_ids: list[str], timeout_s: float = 180
     return wait_until(jobs, timeout_s, what="the jobs to end", interval_s=0.2, until=ended)
 
 
+def detected(client: TestClient, files: list[tuple[str, tuple[str, bytes]]]) -> list[Any]:
+    """The jobs of one upload of `files`, sent to the orchestrator, once they have ended."""
+    response = client.post("/v1/uploads", files=files)
+    assert response.status_code == 202, response.text
+    resources_of(client).dispatcher.run_once()
+    return wait_terminal(client, [job["id"] for job in response.json()["jobs"]])
+
+
 def write_result(client: TestClient, job_id: str, /, **fields: object) -> None:
     """results/<job_id>.json for the batch the job is in now; `fields` may override any key
     (a forged `job_id` or `batch_id` included)."""
@@ -132,13 +157,8 @@ def write_result(client: TestClient, job_id: str, /, **fields: object) -> None:
 
 
 def write_success(client: TestClient, job_id: str, detections: object, /, **fields: object) -> None:
-    """A succeeded result with the given detections (other fields defaulted)."""
-    body: dict[str, object] = {
-        "model": "m",
-        "inference_ms": 1.0,
-        "annotated_path": None,
-        "class_names": CLASS_NAMES,
-    }
+    """A succeeded result with these detections; `fields` override any key."""
+    body = {"model": "m", "inference_ms": 1.0, "annotated_path": None, "class_names": CLASS_NAMES}
     write_result(
         client, job_id, **{"status": "succeeded", "detections": detections, **body, **fields}
     )

@@ -25,7 +25,6 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def refusal(env: dict[str, str]) -> str:
-    """Run bootstrap; assert it refused with exactly one line and return that line."""
     done = run_module("app.bootstrap", env)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr

@@ -9,16 +9,16 @@ from fastapi.testclient import TestClient
 
 from tests.api.factories import (
     CALLBACK_AUTH,
-    CLASS_NAMES,
     DETECTION,
     callback,
     execution_of,
+    notify,
     submitted_batch,
     submitted_job,
     write_result,
     write_success,
 )
-from tests.support.api_app import CALLBACK_TOKEN, resources_of
+from tests.support.api_app import CALLBACK_TOKEN, bearer, resources_of
 from tests.support.kestra import KestraStandin
 
 
@@ -26,15 +26,13 @@ def test_success_callback_stores_the_result(
     kestra_client: TestClient, kestra: KestraStandin, shared_dir: Path
 ) -> None:
     job_id, batch_id = submitted_job(kestra_client)
-    write_result(
+    write_success(
         kestra_client,
         job_id,
-        status="succeeded",
+        [DETECTION],
         model="shapes.pt",
         inference_ms=12.5,
         image={"path": "x", "width": 40, "height": 30},
-        detections=[DETECTION],
-        class_names=CLASS_NAMES,
         annotated_path=f"results/{job_id}.annotated.jpg",
     )
     (shared_dir / "results" / f"{job_id}.annotated.jpg").write_bytes(b"\xff\xd8\xff fake")
@@ -48,7 +46,7 @@ def test_success_callback_stores_the_result(
 
 
 def test_the_same_callback_twice_changes_nothing(
-    kestra_client: TestClient, kestra: KestraStandin, shared_dir: Path
+    kestra_client: TestClient, kestra: KestraStandin
 ) -> None:
     job_id, batch_id = submitted_job(kestra_client)
     write_success(kestra_client, job_id, [DETECTION])
@@ -61,7 +59,7 @@ def test_the_same_callback_twice_changes_nothing(
 
 
 def test_failure_callback_uses_the_scripts_reason(
-    kestra_client: TestClient, kestra: KestraStandin, shared_dir: Path
+    kestra_client: TestClient, kestra: KestraStandin
 ) -> None:
     job_id, batch_id = submitted_job(kestra_client)
     write_result(kestra_client, job_id, status="failed", error="cannot decode the image")
@@ -85,29 +83,17 @@ def test_running_callback_marks_running(kestra_client: TestClient, kestra: Kestr
     assert kestra_client.get(f"/v1/jobs/{job_id}").json()["started_at"] is not None
 
 
-def test_callback_needs_the_token(kestra_client: TestClient, kestra: KestraStandin) -> None:
+def test_callback_needs_the_token(kestra_client: TestClient) -> None:
     job_id, batch_id = submitted_job(kestra_client)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": CALLBACK_TOKEN}):
-        response = kestra_client.post(
-            "/v1/callbacks/kestra",
-            headers=headers,
-            json={"batch_id": batch_id, "execution_id": "x", "state": "FAILED"},
-        )
+        response = notify(kestra_client, batch_id, "x", "FAILED", headers)
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthorized"
     assert kestra_client.get(f"/v1/jobs/{job_id}").json()["status"] == "submitted"
 
 
 def test_callback_for_an_unknown_batch_is_404(kestra_client: TestClient) -> None:
-    response = kestra_client.post(
-        "/v1/callbacks/kestra",
-        headers=CALLBACK_AUTH,
-        json={
-            "batch_id": "00000000-0000-0000-0000-000000000000",
-            "execution_id": "x",
-            "state": "SUCCESS",
-        },
-    )
+    response = notify(kestra_client, "00000000-0000-0000-0000-000000000000", "x", "SUCCESS")
     assert response.status_code == 404
 
 
@@ -118,17 +104,13 @@ def test_callback_from_another_execution_changes_nothing(
     _, other_batch = submitted_batch(kestra_client, 1)
     kestra.state.set_state(execution_of(kestra_client, other_batch), "FAILED")
     for execution_id in ("someoneelse", execution_of(kestra_client, other_batch)):
-        response = kestra_client.post(
-            "/v1/callbacks/kestra",
-            headers=CALLBACK_AUTH,
-            json={"batch_id": batch_id, "execution_id": execution_id, "state": "FAILED"},
-        )
+        response = notify(kestra_client, batch_id, execution_id, "FAILED")
         assert response.status_code == 404, response.text
     assert kestra_client.get(f"/v1/jobs/{job_id}").json()["status"] == "submitted"
 
 
 def test_each_job_of_a_batch_ends_on_its_own_result(
-    kestra_client: TestClient, kestra: KestraStandin, shared_dir: Path
+    kestra_client: TestClient, kestra: KestraStandin
 ) -> None:
     (good, bad, lost), batch_id = submitted_batch(kestra_client, 3)
     write_success(kestra_client, good, [DETECTION])
@@ -145,7 +127,7 @@ def test_each_job_of_a_batch_ends_on_its_own_result(
 
 
 def test_a_failed_execution_requeues_the_jobs_it_did_not_reach_once(
-    kestra_client: TestClient, kestra: KestraStandin, shared_dir: Path
+    kestra_client: TestClient, kestra: KestraStandin
 ) -> None:
     (done, unreached), batch_id = submitted_batch(kestra_client, 2)
     write_success(kestra_client, done, [DETECTION])
@@ -172,11 +154,7 @@ def test_an_early_success_callback_changes_nothing_kestra_does_not_confirm(
     job_id, batch_id = submitted_job(kestra_client)
     execution_id = execution_of(kestra_client, batch_id)
     kestra.state.set_state(execution_id, "RUNNING")  # Kestra's truth: still running
-    response = kestra_client.post(
-        "/v1/callbacks/kestra",
-        headers=CALLBACK_AUTH,
-        json={"batch_id": batch_id, "execution_id": execution_id, "state": "SUCCESS"},
-    )
+    response = notify(kestra_client, batch_id, execution_id, "SUCCESS")
     assert response.status_code == 202
     assert response.json()["jobs"] == {job_id: "running"}  # not failed for a missing result
     write_success(kestra_client, job_id, [DETECTION])  # the real result arrives later
@@ -194,11 +172,7 @@ def test_a_callback_kestra_cannot_confirm_is_503_and_changes_nothing(
     job_id, batch_id = submitted_job(kestra_client)
     execution_id = execution_of(kestra_client, batch_id)
     kestra.state.faults.fail_next = 10
-    response = kestra_client.post(
-        "/v1/callbacks/kestra",
-        headers=CALLBACK_AUTH,
-        json={"batch_id": batch_id, "execution_id": execution_id, "state": "FAILED"},
-    )
+    response = notify(kestra_client, batch_id, execution_id, "FAILED")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "orchestrator_unavailable"
     assert response.headers["retry-after"]
@@ -207,11 +181,9 @@ def test_a_callback_kestra_cannot_confirm_is_503_and_changes_nothing(
 
 
 def test_the_token_is_checked_before_the_body_is_read(kestra_client: TestClient) -> None:
-    response = kestra_client.post(
-        "/v1/callbacks/kestra",
-        headers={"Authorization": "Bearer wrong", "Content-Type": "application/json"},
-        content=b"{" * 60_000,  # would be a 422 (or 400), were it read
-    )
+    headers = {**bearer("wrong"), "Content-Type": "application/json"}
+    body = b"{" * 60_000  # would be a 422 (or 400), were it read
+    response = kestra_client.post("/v1/callbacks/kestra", headers=headers, content=body)
     assert response.status_code == 401
 
 
@@ -228,10 +200,7 @@ def test_the_token_is_checked_before_the_body_is_read(kestra_client: TestClient)
 def test_bad_callback_bodies_are_refused_in_the_error_shape(
     kestra_client: TestClient, body: bytes, status: int
 ) -> None:
-    response = kestra_client.post(
-        "/v1/callbacks/kestra",
-        headers={**CALLBACK_AUTH, "Content-Type": "application/json"},
-        content=body,
-    )
+    headers = {**CALLBACK_AUTH, "Content-Type": "application/json"}
+    response = kestra_client.post("/v1/callbacks/kestra", headers=headers, content=body)
     assert response.status_code == status, response.text
     assert response.json()["error"]["message"]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from app.config import OrchestratorKind, Refusal, Settings, load_settings
-from tests.support.paths import ROOT
+from tests.support.processes import clean_env, run_module
+
+
+def kestra_env(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
+    for name, value in {"ORCHESTRATOR": "kestra", "CALLBACK_TOKEN": "token", **values}.items():
+        monkeypatch.setenv(name, value)
 
 
 def test_defaults_are_the_no_docker_dev_mode(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,17 +31,8 @@ def test_kestra_mode_requires_its_secrets(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_server_refuses_to_start_without_the_secret() -> None:
-    env = {**os.environ, "ORCHESTRATOR": "kestra", "KESTRA_PASSWORD": "Secret123"}
-    env.pop("CALLBACK_TOKEN", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", "0"],
-        cwd=ROOT / "api",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = clean_env(ORCHESTRATOR="kestra", KESTRA_PASSWORD="Secret123")  # no CALLBACK_TOKEN
+    proc = run_module("uvicorn", env, "app.main:app", "--port", "0")
     assert proc.returncode != 0
     assert "CALLBACK_TOKEN must be set" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr  # one line, logged by RefusalGuard
@@ -61,13 +53,7 @@ def test_server_refuses_to_start_without_the_secret() -> None:
 def test_credentials_kestra_would_refuse_stop_start_up(
     monkeypatch: pytest.MonkeyPatch, username: str, password: str, words: str
 ) -> None:
-    for name, value in {
-        "ORCHESTRATOR": "kestra",
-        "KESTRA_USERNAME": username,
-        "KESTRA_PASSWORD": password,
-        "CALLBACK_TOKEN": "token",
-    }.items():
-        monkeypatch.setenv(name, value)
+    kestra_env(monkeypatch, KESTRA_USERNAME=username, KESTRA_PASSWORD=password)
     with pytest.raises(Refusal) as exc:
         load_settings()
     assert words in str(exc.value)
@@ -75,8 +61,5 @@ def test_credentials_kestra_would_refuse_stop_start_up(
 
 
 def test_credentials_kestra_accepts_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ORCHESTRATOR", "kestra")
-    monkeypatch.setenv("KESTRA_USERNAME", "ops@example.com")
-    monkeypatch.setenv("KESTRA_PASSWORD", "Admin1234")
-    monkeypatch.setenv("CALLBACK_TOKEN", "token")
+    kestra_env(monkeypatch, KESTRA_USERNAME="ops@example.com", KESTRA_PASSWORD="Admin1234")
     assert load_settings().kestra_username == "ops@example.com"

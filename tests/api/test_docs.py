@@ -17,16 +17,12 @@ TYPES = {
 }
 
 
-def referenced(html: str) -> list[str]:
-    return re.findall(r'(?:src|href)="([^"]*)"', html)
-
-
 @pytest.mark.parametrize("path", PAGES)
 def test_the_page_loads_only_files_of_this_origin(client: TestClient, path: str) -> None:
     html = client.get(path).text
     assert not re.search(r"\w+://|//", html)  # no absolute or protocol-relative URL
     assert not re.search(r"<script(?![^>]*\ssrc=)", html)  # no inline script
-    files = referenced(html)
+    files = re.findall(r'(?:src|href)="([^"]*)"', html)
     assert any(file.endswith(".js") for file in files)
     for file in files:
         response = client.get(file)
@@ -53,8 +49,13 @@ def test_the_page_has_a_csp_that_runs_only_this_origins_scripts(
     assert response.headers["referrer-policy"] == "no-referrer"
 
 
-def test_swagger_ui_needs_no_unsafe_source(client: TestClient) -> None:
-    assert "unsafe" not in client.get("/docs").headers["content-security-policy"]
+def test_swagger_ui_is_served_and_needs_no_unsafe_source(client: TestClient) -> None:
+    response = client.get("/docs")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "swagger-ui" in response.text
+    assert "/openapi.json" in response.text
+    assert "unsafe" not in response.headers["content-security-policy"]
 
 
 def test_the_pages_are_not_operations_and_the_spec_stays_put(client: TestClient) -> None:

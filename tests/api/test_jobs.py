@@ -30,16 +30,13 @@ def test_unknown_and_malformed_ids_are_404(client: TestClient) -> None:
 def test_list_is_newest_first_and_pages_with_a_cursor(client: TestClient) -> None:
     ids = [job_id for _ in range(3) for job_id in upload(client, 2)]
     seen: list[str] = []
-    cursor = None
+    params: dict[str, str | int] = {"limit": 4}
     while True:
-        params: dict[str, str | int] = {"limit": 4}
-        if cursor:
-            params["cursor"] = cursor
         page = client.get("/v1/jobs", params=params).json()
         seen += [job["id"] for job in page["jobs"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
+        if page["next_cursor"] is None:
             break
+        params["cursor"] = page["next_cursor"]
     assert sorted(seen) == sorted(ids)
     assert len(seen) == len(set(seen)) == 6
     created = [client.get(f"/v1/jobs/{i}").json()["created_at"] for i in seen]
@@ -51,11 +48,6 @@ def test_list_filters_by_status(client: TestClient) -> None:
     assert len(client.get("/v1/jobs", params={"status": "queued"}).json()["jobs"]) == 2
     assert client.get("/v1/jobs", params={"status": "succeeded"}).json()["jobs"] == []
     assert client.get("/v1/jobs", params={"status": "bogus"}).status_code == 422
-
-
-def test_bad_cursor_is_400(client: TestClient) -> None:
-    response = client.get("/v1/jobs", params={"cursor": "%%%"})
-    assert response.status_code == 400
 
 
 def test_image_is_served_as_uploaded(client: TestClient) -> None:

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from app.imaging import inspect_image, sniff_format
-from tests.api.factories import wait_terminal
+from tests.api.factories import detected
 from tests.fixtures.synthetic import CLASS_NAMES, HELD_OUT_SEED_START, boxes_of, match, render_scene
-from tests.support.api_app import SettingsFactory, keyed_client, resources_of
 from tests.support.images import EXTENSIONS, as_stored, frame_of, oriented, tiff_orientation
 from tests.support.paths import FIXTURE_MODEL
 from tests.support.yolo import predict
@@ -73,9 +71,8 @@ def test_the_size_is_that_of_the_frame_opencv_decodes(
     tmp_path: Path, fmt: str, orientation: int | None
 ) -> None:
     data = oriented(UPRIGHT, orientation, fmt)
-    assert Image.open(io.BytesIO(data)).size == (
-        (60, 90) if (orientation or 1) >= 5 else (90, 60)
-    )  # as stored
+    stored = (60, 90) if (orientation or 1) >= 5 else (90, 60)
+    assert Image.open(io.BytesIO(data)).size == stored
     assert inspect(tmp_path, data) == (90, 60, orientation or 1)
     assert opencv_size(data) == (90, 60)
 
@@ -102,8 +99,6 @@ def test_orientations_opencv_ignores_and_pillow_does_not(tmp_path: Path) -> None
     SIDEWAYS.save(buffer, format="JPEG", xmp=xmp)
     with_xmp = buffer.getvalue()
     assert Image.open(io.BytesIO(with_xmp)).getexif().get(0x0112) == 6
-
-    from PIL import PngImagePlugin
 
     raw = (b"Exif\x00\x00" + tiff_orientation(6)).hex()
     text = PngImagePlugin.PngInfo()
@@ -161,15 +156,6 @@ PIPELINE_CASES = [("JPEG", o) for o in (None, *ORIENTATIONS)] + [
 ]
 
 
-@pytest.fixture
-def local_client(make_settings: SettingsFactory) -> Iterator[TestClient]:
-    settings = make_settings(
-        model=str(FIXTURE_MODEL), confidence=0.25, image_size=640, max_files_per_request=32
-    )
-    with keyed_client(settings) as client:
-        yield client
-
-
 @pytest.mark.slow
 def test_rotated_photos_are_detected_in_the_frame_they_are_shown_in(
     local_client: TestClient, shared_dir: Path
@@ -186,11 +172,7 @@ def test_rotated_photos_are_detected_in_the_frame_they_are_shown_in(
             zip(PIPELINE_CASES, scenes, strict=True)
         )
     ]
-    response = local_client.post("/v1/uploads", files=files)
-    assert response.status_code == 202, response.text
-    job_ids = [job["id"] for job in response.json()["jobs"]]
-    resources_of(local_client).dispatcher.run_once()
-    jobs = wait_terminal(local_client, job_ids)
+    jobs = detected(local_client, files)
 
     model = YOLO(str(FIXTURE_MODEL))
     for job, case, (image, truth) in zip(jobs, PIPELINE_CASES, scenes, strict=True):

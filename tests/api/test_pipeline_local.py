@@ -4,34 +4,21 @@ Ultralytics inference -> result in Postgres, matching ground truth and a direct 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.api.factories import wait_terminal
-from tests.fixtures.synthetic import (
-    CLASS_NAMES,
-    HELD_OUT_SEED_START,
-    boxes_of,
-    match,
-    render_scene,
-)
-from tests.support.api_app import SettingsFactory, keyed_client, resources_of
+from app.bootstrap import migrate
+from tests.api.factories import detected, wait_terminal
+from tests.fixtures.synthetic import CLASS_NAMES, HELD_OUT_SEED_START, boxes_of, match, render_scene
+from tests.support.api_app import SettingsFactory, keyed_client
 from tests.support.images import png
 from tests.support.paths import FIXTURE_MODEL, ROOT
 from tests.support.yolo import predict
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def local_client(make_settings: SettingsFactory) -> Iterator[TestClient]:
-    settings = make_settings(model=str(FIXTURE_MODEL), confidence=0.25, image_size=640)
-    with keyed_client(settings) as client:
-        yield client
 
 
 def test_upload_to_detections_matches_ground_truth_and_ultralytics(
@@ -41,11 +28,7 @@ def test_upload_to_detections_matches_ground_truth_and_ultralytics(
 
     scenes = [render_scene(HELD_OUT_SEED_START + 500 + k) for k in range(2)]
     files = [("files", (f"scene{k}.png", png(img))) for k, (img, _) in enumerate(scenes)]
-    response = local_client.post("/v1/uploads", files=files)
-    assert response.status_code == 202
-    job_ids = [job["id"] for job in response.json()["jobs"]]
-    resources_of(local_client).dispatcher.run_once()
-    jobs = wait_terminal(local_client, job_ids)
+    jobs = detected(local_client, files)
 
     model = YOLO(str(FIXTURE_MODEL))
     for job, (image, truth) in zip(jobs, scenes, strict=True):
@@ -78,10 +61,7 @@ def test_a_failing_detection_is_failed_with_a_readable_reason(
     settings = make_settings(model=str(ROOT / "no-such-model.pt"))
     image, _ = render_scene(HELD_OUT_SEED_START + 900)
     with keyed_client(settings) as client:
-        response = client.post("/v1/uploads", files={"files": ("a.png", png(image))})
-        job_id = response.json()["jobs"][0]["id"]
-        resources_of(client).dispatcher.run_once()
-        (job,) = wait_terminal(client, [job_id])
+        (job,) = detected(client, [("files", ("a.png", png(image)))])
     assert job["status"] == "failed"
     assert "no-such-model.pt" in job["error"]
     assert job["detections"] is None
@@ -91,8 +71,6 @@ def test_dev_mode_sqlite_with_background_workers(
     make_settings: SettingsFactory, tmp_path: Path
 ) -> None:
     """`make dev`: SQLite, the Local orchestrator and the background dispatcher."""
-    from app.bootstrap import migrate
-
     url = f"sqlite:///{tmp_path / 'dev.sqlite3'}"
     migrate(url)
     settings = make_settings(database_url=url, model=str(FIXTURE_MODEL), workers_enabled=True)

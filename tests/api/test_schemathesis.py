@@ -7,9 +7,7 @@ Bounded and derandomized: the same cases on every run, in about a minute."""
 from __future__ import annotations
 
 import functools
-import io
 import shutil
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from app.db import Base, make_engine, make_session_factory, session_scope
 from app.keys import service as keys
 from app.main import create_app
 from app.storage import SharedStorage
+from tests.api.factories import torch_archive
 from tests.support.api_app import ADMIN_KEY, CALLBACK_TOKEN, SettingsFactory
 from tests.support.images import encode
 
@@ -51,18 +50,14 @@ for _media_type, _format in (("image/jpeg", "JPEG"), ("image/png", "PNG"), ("ima
     )
 
 
-def _torch_archive(folder: str) -> bytes:
-    """All the API looks at in a `.pt` (torch.save's zip archive): `<folder>/data.pkl`. The
-    pickle is never loaded; this one is an empty dict."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(f"{folder}/data.pkl", b"\x80\x02}q\x00.")
-    return buffer.getvalue()
+def _weights(folder: str) -> bytes:
+    """All the API looks at in a `.pt`: `<folder>/data.pkl`; this pickle is an empty dict."""
+    return torch_archive(f"{folder}/data.pkl", content=b"\x80\x02}q\x00.")
 
 
 # Model weights, for a body the schema declares as `application/zip`.
 schemathesis.openapi.media_type(
-    "application/zip", st.from_regex(r"[a-z][a-z0-9_]{0,15}", fullmatch=True).map(_torch_archive)
+    "application/zip", st.from_regex(r"[a-z][a-z0-9_]{0,15}", fullmatch=True).map(_weights)
 )
 
 
@@ -71,8 +66,7 @@ class _AppOfTheTest:
     key, ...) included. It has to come with the schema, which is loaded at import; each test
     points it at the app on its own database."""
 
-    def __init__(self) -> None:
-        self.app: FastAPI | None = None
+    app: FastAPI | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.app is not None, "only tests with the `api` fixture send requests"
@@ -80,35 +74,22 @@ class _AppOfTheTest:
 
 
 app_of_the_test = _AppOfTheTest()
-# The document the app serves at /openapi.json; building it needs no settings or database.
 # An upload may name a model: any name of the right shape is valid data, but only the pushed
 # ones (and the default) exist, so for that operation 422 `unknown_model` is an answer to
 # valid data too (issue: unknown model -> 422 naming the ones there are).
+UPLOAD_STATUSES = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
 _CONFIG = SchemathesisConfig.from_dict(
     {
         "operations": [
             {
                 "include-path": "/v1/uploads",
                 "include-method": "POST",
-                "checks": {
-                    "positive_data_acceptance": {
-                        "expected-statuses": [
-                            "2xx",
-                            "3xx",
-                            "401",
-                            "403",
-                            "404",
-                            "409",
-                            "422",
-                            "429",
-                            "5xx",
-                        ]
-                    }
-                },
+                "checks": {"positive_data_acceptance": {"expected-statuses": UPLOAD_STATUSES}},
             }
         ]
     }
 )
+# The document the app serves at /openapi.json; building it needs no settings or database.
 schema = schemathesis.openapi.from_dict(create_app().openapi(), config=_CONFIG)
 schema.app = app_of_the_test  # as schemathesis.openapi.from_asgi does
 

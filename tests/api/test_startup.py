@@ -5,8 +5,6 @@ under a real uvicorn: one JSON line, no traceback, a non-zero exit."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ from app.main import create_app
 from app.startup import check_model, check_orchestrator, local_model_found
 from tests.support.net import free_port
 from tests.support.paths import FIXTURE_MODEL
-from tests.support.processes import api_as_in_image, clean_env, lines
+from tests.support.processes import api_as_in_image, clean_env, lines, run_module
 
 LOCAL_REFUSAL = "ORCHESTRATOR=local runs flows/detect.py with the host's Ultralytics"
 
@@ -101,16 +99,7 @@ def test_uvicorn_exits_with_the_one_line_and_no_traceback(tmp_path: Path) -> Non
     """The image's command, on the code the image has: ORCHESTRATOR=local cannot run."""
     image = api_as_in_image(tmp_path / "image")
     env = clean_env(image, ORCHESTRATOR="local", SHARED_DATA_DIR=str(tmp_path / "shared"))
-    command = ["-m", "uvicorn", "app.main:app", "--port", str(free_port())]
-    done = subprocess.run(
-        [sys.executable, *command],
-        cwd=image,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_module("uvicorn", env, "app.main:app", "--port", str(free_port()))
     assert done.returncode != 0
     assert "Traceback" not in done.stdout + done.stderr
     logged = [json.loads(line) for line in lines(done.stdout)]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,13 @@ def test_a_vanished_file_fails_only_its_own_sync(storage: SharedStorage) -> None
     with pytest.raises(FileNotFoundError):
         gone.result(timeout=10)
     assert kept.result(timeout=10) is None
+
+
+def test_only_partial_uploads_untouched_for_an_hour_are_removed(storage: SharedStorage) -> None:
+    """Another worker or replica starting up must not remove an upload being received."""
+    live, dead = received(storage), received(storage)
+    long_ago = time.time() - app.storage.STALE_TEMP_AGE_S - 1
+    os.utime(dead, (long_ago, long_ago))
+    assert storage.remove_stale_temp_files() == 1
+    assert live.exists()
+    assert not dead.exists()

@@ -127,18 +127,15 @@ def test_an_unreachable_api_is_a_clear_message(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("path", "message"),
     [
-        (["upload", "{tmp}/nowhere"], "yoloctl: {tmp}/nowhere: no such file or folder\n"),
-        (
-            ["upload", "{tmp}"],
-            "yoloctl: no images found (looked for .jpg, .jpeg, .png and .webp files)\n",
-        ),
+        ("{tmp}/nowhere", "yoloctl: {tmp}/nowhere: no such file or folder\n"),
+        ("{tmp}", "yoloctl: no images found (looked for .jpg, .jpeg, .png and .webp files)\n"),
     ],
     ids=["missing-path", "empty-folder"],
 )
-def test_nothing_to_upload_is_a_usage_error(tmp_path: Path, args: list[str], message: str) -> None:
-    result = run_cli(*[a.format(tmp=tmp_path) for a in args])
+def test_nothing_to_upload_is_a_usage_error(tmp_path: Path, path: str, message: str) -> None:
+    result = run_cli("upload", path.format(tmp=tmp_path))
     assert result.returncode == 2
     assert result.stderr == message.format(tmp=tmp_path)
 
@@ -146,22 +143,8 @@ def test_nothing_to_upload_is_a_usage_error(tmp_path: Path, args: list[str], mes
 def test_the_cli_installs_on_its_own_with_httpx_and_tenacity_only(tmp_path: Path) -> None:
     project = tomllib.loads((ROOT / "cli" / "pyproject.toml").read_text())["project"]
     assert [dep.split(">")[0] for dep in project["dependencies"]] == ["httpx", "tenacity"]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(ROOT / "cli"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*pip, "-w", tmp_path, ROOT / "cli"], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("yolo_cli-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
@@ -169,8 +152,7 @@ def test_the_cli_installs_on_its_own_with_httpx_and_tenacity_only(tmp_path: Path
     assert "yolo_cli/__main__.py" in names
     assert "yoloctl = yolo_cli.cli:main" in entry_points.decode()
     # Running it loads none of the server's packages.
-    probe = run_cli("--version")
-    assert probe.returncode == 0
+    assert run_cli("--version").returncode == 0
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, yolo_cli.cli; print(' '.join(sys.modules))"],
         capture_output=True,
@@ -207,13 +189,10 @@ def test_the_key_comes_from_the_option_or_the_environment_and_the_option_wins(
     image = an_image(tmp_path)
     alice = new_key(url, "alice")
 
-    by_env = run_cli("upload", image, "--json", "--url", url, env={"YOLO_API_KEY": alice})
-    by_option = run_cli(
-        "upload", image, "--json", "--url", url, "--api-key", alice, env={"YOLO_API_KEY": WRONG_KEY}
-    )
-    wrong_option = run_cli(
-        "upload", image, "--json", "--url", url, "--api-key", WRONG_KEY, env={"YOLO_API_KEY": alice}
-    )
+    upload = ("upload", image, "--json", "--url", url)
+    by_env = run_cli(*upload, env={"YOLO_API_KEY": alice})
+    by_option = run_cli(*upload, "--api-key", alice, env={"YOLO_API_KEY": WRONG_KEY})
+    wrong_option = run_cli(*upload, "--api-key", WRONG_KEY, env={"YOLO_API_KEY": alice})
 
     ids = {job_id_of(by_env), job_id_of(by_option)}
     assert {str(job["id"]) for job in api_jobs(url, alice)} == ids  # both jobs are alice's
@@ -329,15 +308,4 @@ def test_another_keys_job_is_not_found(start_api: StartApi, tmp_path: Path) -> N
     ]
     assert table.returncode == 1
     (line,) = table.stdout.splitlines()[1:]
-    assert line.split() == [
-        job_id,
-        "-",
-        "unknown",
-        "-",
-        "-",
-        "No",
-        "job",
-        "with",
-        "id",
-        f"{job_id}.",
-    ]
+    assert line.split() == [job_id, "-", "unknown", "-", "-", *f"No job with id {job_id}.".split()]

@@ -4,7 +4,9 @@ when busy, and any error answer turned into words."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -12,60 +14,33 @@ from yolo_cli.cli import send
 from yolo_cli.client import Api, NotAuthorized, Refused
 from yolo_cli.output import Progress
 
-BUSY = {"error": {"code": "unavailable", "message": "Too many jobs waiting.", "details": {}}}
-
-
-def test_a_busy_answer_is_retried_with_the_same_idempotency_key(tmp_path: Path) -> None:
-    (tmp_path / "a.png").write_bytes(b"\x89PNG")
-    keys: list[str] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        keys.append(request.headers["idempotency-key"])
-        if len(keys) < 3:
-            return httpx.Response(503, json=BUSY, headers={"Retry-After": "0"})
-        return httpx.Response(202, json={"jobs": [{"id": "j1", "status": "queued"}]})
-
-    with Api("http://api.test", transport=httpx.MockTransport(answer)) as api:
-        assert api.upload([tmp_path / "a.png"]) == [{"id": "j1", "status": "queued"}]
-    assert len(keys) == 3
-    assert len(set(keys)) == 1
-
-
-def test_busy_for_too_long_gives_up_with_the_apis_words(tmp_path: Path) -> None:
-    (tmp_path / "a.png").write_bytes(b"\x89PNG")
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(503, json=BUSY, headers={"Retry-After": "0"})
-
-    api = Api("http://api.test", retries=2, transport=httpx.MockTransport(answer))
-    with api, pytest.raises(Refused) as refused:
-        api.upload([tmp_path / "a.png"])
-    assert (refused.value.status, refused.value.code) == (503, "unavailable")
-    assert str(refused.value) == "Too many jobs waiting."
-
-
-def test_an_answer_not_in_the_apis_shape_is_still_words() -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(404, text="<html><h1>Not Found</h1></html>")
-
-    api = Api("http://api.test", transport=httpx.MockTransport(answer))
-    with api, pytest.raises(Refused) as refused:
-        api.job("j1")
-    assert refused.value.code == "http_error"
-    assert str(refused.value) == "HTTP 404 Not Found: <html><h1>Not Found</h1></html>"
-
-
 KEY = "yk_client-test-key-0123456789"
-TOO_MANY = {
-    "error": {
-        "code": "too_many_jobs",
-        "message": "This key has 3 unfinished jobs; at most 3 are allowed.",
-        "details": {"unfinished": 3, "max_unfinished": 3},
-    }
-}
-UNAUTHORIZED = {
-    "error": {"code": "unauthorized", "message": "The API key is not valid.", "details": {}}
-}
+
+
+def error(code: str, message: str, **details: Any) -> dict[str, Any]:
+    """An error answer's body, in the API's shape."""
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+BUSY = error("unavailable", "Too many jobs waiting.")
+TOO_MANY = error(
+    "too_many_jobs",
+    "This key has 3 unfinished jobs; at most 3 are allowed.",
+    unfinished=3,
+    max_unfinished=3,
+)
+UNAUTHORIZED = error("unauthorized", "The API key is not valid.")
+UNKNOWN_MODEL = error(
+    "unknown_model",
+    "There is no model 'nope.pt'; the models are: yolo11n.pt.",
+    model="nope.pt",
+    models=["yolo11n.pt"],
+)
+MODEL_OUT = {"name": "my model.pt", "sha256": "ab", "size_bytes": 3}
+
+
+def fake_api(answer: Callable[[httpx.Request], httpx.Response], **options: Any) -> Api:
+    return Api("http://api.test", transport=httpx.MockTransport(answer), **options)
 
 
 def queued(request: httpx.Request) -> httpx.Response:
@@ -81,6 +56,38 @@ def images(folder: Path, count: int) -> list[Path]:
     return paths
 
 
+def test_a_busy_answer_is_retried_with_the_same_idempotency_key(tmp_path: Path) -> None:
+    keys: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["idempotency-key"])
+        if len(keys) < 3:
+            return httpx.Response(503, json=BUSY, headers={"Retry-After": "0"})
+        return httpx.Response(202, json={"jobs": [{"id": "j1", "status": "queued"}]})
+
+    with fake_api(answer) as api:
+        assert api.upload(images(tmp_path, 1)) == [{"id": "j1", "status": "queued"}]
+    assert len(keys) == 3
+    assert len(set(keys)) == 1
+
+
+def test_busy_for_too_long_gives_up_with_the_apis_words(tmp_path: Path) -> None:
+    headers = {"Retry-After": "0"}
+    api = fake_api(lambda _: httpx.Response(503, json=BUSY, headers=headers), retries=2)
+    with api, pytest.raises(Refused) as refused:
+        api.upload(images(tmp_path, 1))
+    assert (refused.value.status, refused.value.code) == (503, "unavailable")
+    assert str(refused.value) == "Too many jobs waiting."
+
+
+def test_an_answer_not_in_the_apis_shape_is_still_words() -> None:
+    api = fake_api(lambda _: httpx.Response(404, text="<html><h1>Not Found</h1></html>"))
+    with api, pytest.raises(Refused) as refused:
+        api.job("j1")
+    assert refused.value.code == "http_error"
+    assert str(refused.value) == "HTTP 404 Not Found: <html><h1>Not Found</h1></html>"
+
+
 @pytest.mark.parametrize("key", [KEY, None])
 def test_the_key_goes_in_the_authorization_header_of_every_request(
     tmp_path: Path, key: str | None
@@ -91,7 +98,7 @@ def test_the_key_goes_in_the_authorization_header_of_every_request(
         seen.append(request.headers.get("authorization"))
         return queued(request) if request.method == "POST" else httpx.Response(200, json={})
 
-    with Api("http://api.test", api_key=key, transport=httpx.MockTransport(answer)) as api:
+    with fake_api(answer, api_key=key) as api:
         api.upload(images(tmp_path, 1))
         api.job("j0")
     assert seen == [f"Bearer {KEY}" if key else None] * 2
@@ -99,10 +106,8 @@ def test_the_key_goes_in_the_authorization_header_of_every_request(
 
 @pytest.mark.parametrize("key", [KEY, None])
 def test_a_401_is_not_authorized_whatever_the_call(tmp_path: Path, key: str | None) -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(401, json=UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
-
-    api = Api("http://api.test", api_key=key, transport=httpx.MockTransport(answer))
+    headers = {"WWW-Authenticate": "Bearer"}
+    api = fake_api(lambda _: httpx.Response(401, json=UNAUTHORIZED, headers=headers), api_key=key)
     with api:
         for call in (lambda: api.upload(images(tmp_path, 1)), lambda: api.job("j1")):
             with pytest.raises(NotAuthorized) as refused:
@@ -129,7 +134,7 @@ def test_too_many_jobs_is_retried_after_retry_after(
     def answer(request: httpx.Request) -> httpx.Response:
         return answers.pop() if answers else queued(request)
 
-    with Api("http://api.test", transport=httpx.MockTransport(answer)) as api:
+    with fake_api(answer) as api:
         assert api.upload(images(tmp_path, 1)) == [{"id": "j0", "status": "queued"}]
     assert sleeps == [7.0]
 
@@ -147,8 +152,7 @@ def test_still_too_many_jobs_stops_the_upload_and_each_file_left_says_why(
         return httpx.Response(429, json=TOO_MANY, headers={"Retry-After": "10"})
 
     paths = images(tmp_path, 5)
-    api = Api("http://api.test", retries=2, transport=httpx.MockTransport(answer))
-    with api:
+    with fake_api(answer, retries=2) as api:
         rows = send(api, paths, 2, Progress(io.StringIO(), "upload", 5, enabled=False))
 
     # The first request of 2 files, then the second one 3 times (the same request each time),
@@ -165,16 +169,6 @@ def test_still_too_many_jobs_stops_the_upload_and_each_file_left_says_why(
         )
 
 
-MODEL_OUT = {"name": "my model.pt", "sha256": "ab", "size_bytes": 3}
-UNKNOWN_MODEL = {
-    "error": {
-        "code": "unknown_model",
-        "message": "There is no model 'nope.pt'; the models are: yolo11n.pt.",
-        "details": {"model": "nope.pt", "models": ["yolo11n.pt"]},
-    }
-}
-
-
 @pytest.mark.parametrize(("status", "created"), [(201, True), (200, False)])
 def test_a_model_is_pushed_as_the_raw_body_with_its_length(
     tmp_path: Path, status: int, created: bool
@@ -188,7 +182,7 @@ def test_a_model_is_pushed_as_the_raw_body_with_its_length(
         seen.append(request)
         return httpx.Response(status, json=MODEL_OUT)
 
-    with Api("http://api.test", api_key=KEY, transport=httpx.MockTransport(answer)) as api:
+    with fake_api(answer, api_key=KEY) as api:
         assert api.push_model(weights, "my model.pt") == (MODEL_OUT, created)
     (request,) = seen
     assert (request.method, request.url.raw_path) == ("PUT", b"/v1/models/my%20model.pt")
@@ -203,7 +197,7 @@ def test_removing_a_model_expects_no_body() -> None:
         assert (request.method, request.url.path) == ("DELETE", "/v1/models/m.pt")
         return httpx.Response(204)
 
-    with Api("http://api.test", transport=httpx.MockTransport(answer)) as api:
+    with fake_api(answer) as api:
         api.remove_model("m.pt")  # would raise, were it to parse the (empty) body
 
 
@@ -217,7 +211,7 @@ def test_the_upload_parameters_go_in_every_request_and_a_refusal_of_them_ends_th
         return httpx.Response(422, json=UNKNOWN_MODEL)
 
     params = {"model": "nope.pt", "confidence": "0.4"}
-    api = Api("http://api.test", transport=httpx.MockTransport(answer))
+    api = fake_api(answer)
     progress = Progress(io.StringIO(), "upload", 4, enabled=False)
     with api, pytest.raises(Refused) as refused:
         send(api, images(tmp_path, 4), 2, progress, params)

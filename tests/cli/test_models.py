@@ -19,6 +19,7 @@ from tests.support.processes import run_cli
 
 DIGEST = hashlib.sha256(FIXTURE_MODEL.read_bytes()).hexdigest()
 ADMIN = {"YOLO_API_KEY": ADMIN_KEY}
+PUSH = ("models", "push", str(FIXTURE_MODEL))
 
 
 def listing(url: str) -> dict[str, dict[str, object]]:
@@ -29,13 +30,9 @@ def listing(url: str) -> dict[str, dict[str, object]]:
 def test_push_list_and_remove_a_model(start_api: StartApi) -> None:
     url = start_api(workers_enabled=False)
 
-    pushed = run_cli("models", "push", str(FIXTURE_MODEL), "--url", url, env=ADMIN)
-    copy = run_cli(
-        "--url", url, "models", "push", str(FIXTURE_MODEL), "--name", "copy.pt", env=ADMIN
-    )
-    again = run_cli(
-        "models", "push", str(FIXTURE_MODEL), "--name", "copy.pt", "--url", url, env=ADMIN
-    )
+    pushed = run_cli(*PUSH, "--url", url, env=ADMIN)
+    copy = run_cli("--url", url, *PUSH, "--name", "copy.pt", env=ADMIN)
+    again = run_cli(*PUSH, "--name", "copy.pt", "--url", url, env=ADMIN)
     table = run_cli("models", "list", "--url", url, env=ADMIN)
     as_json = run_cli("models", "list", "--json", "--url", url, env=ADMIN)
 
@@ -69,20 +66,16 @@ def test_refused_pushes_say_why_and_exit_1(start_api: StartApi, tmp_path: Path) 
     user = new_key(url, "user")
 
     not_a_model = run_cli("models", "push", str(image), "--url", url, env=ADMIN)
-    bad_name = run_cli(
-        "models", "push", str(FIXTURE_MODEL), "--name", "weights", "--url", url, env=ADMIN
-    )
-    not_admin = run_cli("models", "push", str(FIXTURE_MODEL), "--url", url, "--api-key", user)
+    bad_name = run_cli(*PUSH, "--name", "weights", "--url", url, env=ADMIN)
+    not_admin = run_cli(*PUSH, "--url", url, "--api-key", user)
     missing = run_cli("models", "push", str(tmp_path / "none.pt"), "--url", url, env=ADMIN)
 
     assert not_a_model.returncode == bad_name.returncode == not_admin.returncode == 1
     assert not_a_model.stderr.startswith("yoloctl: The file is not a PyTorch model")
     assert bad_name.stderr.startswith("yoloctl: A model's name is 1 to 100 letters")
     assert not_admin.stderr == "yoloctl: This needs an admin key.\n"
-    assert (missing.returncode, missing.stderr) == (
-        2,
-        f"yoloctl: {tmp_path}/none.pt: no such file\n",
-    )
+    assert missing.returncode == 2
+    assert missing.stderr == f"yoloctl: {tmp_path}/none.pt: no such file\n"
     assert sorted(listing(url)) == [str(FIXTURE_MODEL)]
     # Any key may list.
     assert run_cli("models", "list", "--url", url, "--api-key", user).returncode == 0
@@ -94,25 +87,12 @@ def test_upload_with_a_pushed_model_runs_with_its_weights(
 ) -> None:
     url = start_api(model=str(ROOT / "no-such-model.pt"))  # the default would fail
     truth = scene_file(tmp_path / "a.png", 7200)
-    pushed = run_cli(
-        "models", "push", str(FIXTURE_MODEL), "--name", "mine.pt", "--url", url, env=ADMIN
-    )
+    pushed = run_cli(*PUSH, "--name", "mine.pt", "--url", url, env=ADMIN)
     assert pushed.returncode == 0, pushed.stderr
 
+    model = ["--model", "mine.pt", "--conf", "0.3", "--imgsz", "640"]
     result = run_cli(
-        "upload",
-        str(tmp_path / "a.png"),
-        "--model",
-        "mine.pt",
-        "--conf",
-        "0.3",
-        "--imgsz",
-        "640",
-        "--wait",
-        "--json",
-        "--url",
-        url,
-        env=ADMIN,
+        "upload", str(tmp_path / "a.png"), *model, "--wait", "--json", "--url", url, env=ADMIN
     )
 
     assert result.returncode == 0, result.stderr

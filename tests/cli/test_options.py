@@ -30,17 +30,21 @@ def parsed(*argv: str) -> dict[str, object]:
     return {name: values[name] for name in PARSED}
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        [*GLOBAL, "upload", "a.png"],
-        ["upload", "a.png", *GLOBAL],
-        ["upload", *GLOBAL, "a.png"],
-        [*GLOBAL[:4], "upload", "a.png", *GLOBAL[4:]],
-        [*GLOBAL[4:], "status", "j1", *GLOBAL[:4]],
-    ],
-    ids=["before", "after", "between", "split", "split-status"],
-)
+# The global options before, after, between or around the command's own words.
+PLACES = {
+    "before": [*GLOBAL, "upload", "a.png"],
+    "after": ["upload", "a.png", *GLOBAL],
+    "between": ["upload", *GLOBAL, "a.png"],
+    "split": [*GLOBAL[:4], "upload", "a.png", *GLOBAL[4:]],
+    "split-status": [*GLOBAL[4:], "status", "j1", *GLOBAL[:4]],
+    "models-before": [*GLOBAL, "models", "list"],
+    "models-after": ["models", "list", *GLOBAL],
+    "models-between": ["models", *GLOBAL, "push", "a.pt"],
+    "models-split": [*GLOBAL[:4], "models", "rm", "a.pt", *GLOBAL[4:]],
+}
+
+
+@pytest.mark.parametrize("argv", PLACES.values(), ids=PLACES.keys())
 def test_every_global_option_goes_before_or_after_the_command(
     argv: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -70,39 +74,19 @@ def test_the_url_of_the_environment_is_the_default_before_and_after(
     assert parsed("upload", "a.png", "--url", "http://given")["url"] == "http://given"
 
 
-def test_batch_is_an_upload_option(capsys: pytest.CaptureFixture[str]) -> None:
-    assert vars(_parser().parse_args(["upload", "a.png", "--batch", "2"]))["batch"] == 2
-    with pytest.raises(SystemExit) as exited:
-        _parser().parse_args(["--batch=2", "upload", "a.png"])
-    assert exited.value.code == 2
-    assert "unrecognized arguments: --batch" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        [*GLOBAL, "models", "list"],
-        ["models", "list", *GLOBAL],
-        ["models", *GLOBAL, "push", "a.pt"],
-        [*GLOBAL[:4], "models", "rm", "a.pt", *GLOBAL[4:]],
-    ],
-    ids=["before", "after", "between", "split"],
-)
-def test_the_models_commands_take_the_global_options_anywhere(
-    argv: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("YOLO_API_URL", raising=False)
-    assert parsed(*argv) == PARSED
-
-
-def test_the_model_and_its_parameters_are_upload_options(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    given = ["upload", "a.png", "--model", "mine.pt", "--conf", "0.4", "--imgsz", "640"]
-    values = vars(_parser().parse_args(given))
-    assert (values["model"], values["conf"], values["imgsz"]) == ("mine.pt", 0.4, 640)
+def test_the_batch_the_model_and_its_parameters_are_upload_options() -> None:
+    model = ["--model", "mine.pt", "--conf", "0.4", "--imgsz", "640"]
+    values = vars(_parser().parse_args(["upload", "a.png", "--batch", "2", *model]))
+    assert [values[k] for k in ("batch", "model", "conf", "imgsz")] == [2, "mine.pt", 0.4, 640]
     defaults = vars(_parser().parse_args(["upload", "a.png"]))
     assert (defaults["model"], defaults["conf"], defaults["imgsz"]) == (None, None, None)
-    with pytest.raises(SystemExit):
-        _parser().parse_args(["--model=mine.pt", "upload", "a.png"])
-    assert "unrecognized arguments: --model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--batch=2", "--model=mine.pt"])
+def test_an_upload_option_before_the_command_is_refused(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _parser().parse_args([option, "upload", "a.png"])
+    assert exited.value.code == 2
+    assert f"unrecognized arguments: {option}" in capsys.readouterr().err

@@ -48,11 +48,9 @@ def test_quiet_progress_prints_nothing() -> None:
 def test_the_table_counts_classes_and_notes_problems() -> None:
     detection = {"class_id": 0, "class_name": "circle", "confidence": 0.9, "box": {}}
     square = {**detection, "class_name": "square"}
+    job = {"id": "j1", "status": "succeeded", "detections": [detection, square, detection]}
     rows = [
-        Row(
-            "a.png",
-            {"id": "j1", "status": "succeeded", "detections": [detection, square, detection]},
-        ),
+        Row("a.png", job),
         Row("b.txt", error="The file is not an image.", error_code="not_an_image"),
     ]
     assert render_table(rows).splitlines() == [
@@ -63,36 +61,15 @@ def test_the_table_counts_classes_and_notes_problems() -> None:
 
 
 def test_models_table_shortens_digests_and_marks_the_default() -> None:
-    listing = {
-        "default": "yolo11n.pt",
-        "models": [
-            {
-                "name": "shapes.pt",
-                "source": "volume",
-                "default": False,
-                "size_bytes": 1174667,
-                "sha256": "9b1c0c2e4f6a" + "0" * 52,
-                "updated_at": "2026-12-02T10:00:00.123456Z",
-            },
-            {
-                "name": "yolo11n.pt",
-                "source": "image",
-                "default": True,
-                "size_bytes": None,
-                "sha256": None,
-                "updated_at": None,
-            },
-            {
-                "name": "tiny.pt",
-                "source": "volume",
-                "default": False,
-                "size_bytes": 999,
-                "sha256": "ab",
-                "updated_at": "2026-12-03T00:00:00Z",
-            },
-        ],
-    }
-    assert render_models(listing).splitlines() == [
+    fields = ("name", "source", "default", "size_bytes", "sha256", "updated_at")
+    digest = "9b1c0c2e4f6a" + "0" * 52
+    rows = [
+        ("shapes.pt", "volume", False, 1174667, digest, "2026-12-02T10:00:00.123456Z"),
+        ("yolo11n.pt", "image", True, None, None, None),
+        ("tiny.pt", "volume", False, 999, "ab", "2026-12-03T00:00:00Z"),
+    ]
+    models = [dict(zip(fields, row, strict=True)) for row in rows]
+    assert render_models({"default": "yolo11n.pt", "models": models}).splitlines() == [
         "NAME        SOURCE  DEFAULT  SIZE    SHA256        PUSHED",
         "shapes.pt   volume  -        1.2 MB  9b1c0c2e4f6a  2026-12-02 10:00",
         "yolo11n.pt  image   yes      -       -             -",

@@ -15,7 +15,6 @@ as missing, and the stack must come up without it. Own compose project, volume a
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import secrets
 import shlex
@@ -33,7 +32,7 @@ import pytest
 
 from tests.support.builds import BuiltImage
 from tests.support.compose import Compose, compose_env, new_project, secrets_env
-from tests.support.engine import Docker
+from tests.support.engine import Docker, tar_of
 from tests.support.net import free_port
 from tests.support.paths import ROOT
 
@@ -46,56 +45,38 @@ def airgap(
     *args: str, env: dict[str, str], base: dict[str, str], timeout: float = 900
 ) -> subprocess.CompletedProcess[str]:
     """The command as a user runs it, with only the compose variables given (no .env)."""
+    argv = [sys.executable, str(AIRGAP), *args, "--env-file", "/dev/null"]
     return subprocess.run(
-        [sys.executable, str(AIRGAP), *args, "--env-file", "/dev/null"],
-        cwd=ROOT,
-        env=compose_env(base, env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+        argv, cwd=ROOT, env=compose_env(base, env), capture_output=True, text=True, timeout=timeout
     )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- without an engine: a damaged archive is refused before docker is called -----------------
 
 
+def load_without_docker(archive: Path) -> subprocess.CompletedProcess[str]:
+    """`load --no-up` with a docker client that cannot run: the checks must come first."""
+    env = {"DOCKER": str(archive.parent / "no-docker")}
+    return airgap("load", str(archive), "--no-up", env=env, base={"PATH": "/usr/bin:/bin"})
+
+
 def fake_archive(path: Path, payload: bytes, claimed: bytes) -> None:
     """An archive whose manifest claims `claimed` while images.tar holds `payload`."""
+    claim = {"sha256": hashlib.sha256(claimed).hexdigest(), "size": len(claimed)}
     manifest = {
         "format": "yolo-stack-airgap/1",
         "images": [],
         "missing": [],
-        "payload": {
-            "name": "images.tar",
-            "sha256": hashlib.sha256(claimed).hexdigest(),
-            "size": len(claimed),
-        },
+        "payload": {"name": "images.tar", **claim},
     }
-    with tarfile.open(path, "w") as tar:
-        for name, data in (
-            ("images.tar", payload),
-            ("manifest.json", json.dumps(manifest).encode()),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    files = {"images.tar": payload, "manifest.json": json.dumps(manifest).encode()}
+    path.write_bytes(tar_of(files))
 
 
 def test_a_corrupt_payload_is_refused_before_anything_is_loaded(tmp_path: Path) -> None:
     archive = tmp_path / "stack.tar"
     fake_archive(archive, payload=b"not the images" * 100, claimed=b"the images" * 100)
-    # A docker client that cannot run: the check must come first.
-    env = {"DOCKER": str(tmp_path / "no-docker")}
-    proc = airgap("load", str(archive), "--no-up", env=env, base={"PATH": "/usr/bin:/bin"})
+    proc = load_without_docker(archive)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "images.tar is corrupt" in proc.stderr
     assert "nothing loaded" in proc.stderr
@@ -106,8 +87,7 @@ def test_an_archive_that_does_not_match_its_sha256_file_is_refused(tmp_path: Pat
     archive = tmp_path / "stack.tar"
     fake_archive(archive, payload=b"images" * 100, claimed=b"images" * 100)
     (tmp_path / "stack.tar.sha256").write_text(f"{'0' * 64}  stack.tar\n")
-    env = {"DOCKER": str(tmp_path / "no-docker")}
-    proc = airgap("load", str(archive), "--no-up", env=env, base={"PATH": "/usr/bin:/bin"})
+    proc = load_without_docker(archive)
     assert proc.returncode == 1
     assert f"stack.tar.sha256 says {'0' * 64}" in proc.stderr
 
@@ -231,7 +211,8 @@ def test_export_lists_every_image_and_names_the_missing_ones(
         while chunk := stream.read(1 << 20):
             payload.update(chunk)
     assert manifest["payload"]["sha256"] == payload.hexdigest()
-    whole = sha256_file(exported.archive)
+    with exported.archive.open("rb") as archive:
+        whole = hashlib.file_digest(archive, "sha256").hexdigest()
     sidecar = exported.archive.with_name("stack.tar.sha256").read_text()
     assert sidecar == f"{whole}  stack.tar\n"
     assert f"sha256 {whole}" in exported.output

@@ -130,13 +130,9 @@ class Stack:
     url: str
 
     @property
-    def env(self) -> dict[str, str]:
-        return self.compose.env
-
-    @property
     def admin(self) -> dict[str, str]:
         """The admin key .env gave, as a header."""
-        return {"Authorization": f"Bearer {self.env['ADMIN_API_KEY']}"}
+        return {"Authorization": f"Bearer {self.compose.env['ADMIN_API_KEY']}"}
 
 
 @pytest.fixture(scope="module")
@@ -239,57 +235,27 @@ def test_keys_are_required_and_made_with_the_command(docker: Docker, offline_sta
 
 def test_databases_are_separated(docker: Docker, offline_stack: Stack) -> None:
     pg = offline_stack.compose.ps()["postgres"]["Name"]
-    env = offline_stack.env
+    env = offline_stack.compose.env
 
     def connect(user: str, password: str, db: str) -> subprocess.CompletedProcess[str]:
-        return docker(
-            "exec",
-            "-e",
-            f"PGPASSWORD={password}",
-            pg,
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            user,
-            "-d",
-            db,
-            "-tAc",
-            "SELECT current_user",
-            check=False,
-        )
+        psql = ["psql", "-h", "127.0.0.1", "-U", user, "-d", db, "-tAc", "SELECT current_user"]
+        return docker("exec", "-e", f"PGPASSWORD={password}", pg, *psql, check=False)
 
     assert connect("yolo", env["APP_DB_PASSWORD"], "yolo").stdout.strip() == "yolo"
     assert connect("kestra", env["KESTRA_DB_PASSWORD"], "kestra").stdout.strip() == "kestra"
     denied = connect("kestra", env["KESTRA_DB_PASSWORD"], "yolo")
     assert denied.returncode != 0
     assert "permission denied" in denied.stderr
-    superuser = docker(
-        "exec",
-        pg,
-        "psql",
-        "-U",
-        "postgres",
-        "-tAc",
-        "SELECT rolname FROM pg_roles WHERE rolsuper ORDER BY 1",
-    ).stdout.split()
-    assert superuser == ["postgres"]
+    superusers = "SELECT rolname FROM pg_roles WHERE rolsuper ORDER BY 1"
+    assert docker.psql(pg, "postgres", superusers) == [["postgres"]]
 
 
 def test_volume_has_fixed_name_and_app_layout(
     docker: Docker, offline_stack: Stack, api_image: BuiltImage
 ) -> None:
-    out = docker(
-        "run",
-        "--rm",
-        "-v",
-        f"{offline_stack.compose.volume}:/data",
-        "--entrypoint",
-        "sh",
-        api_image.tag,
-        "-c",
-        "stat -c '%n %u' /data/uploads /data/results /data/scripts/detect.py",
-    ).stdout.split("\n")
+    run = ["run", "--rm", "-v", f"{offline_stack.compose.volume}:/data", "--entrypoint"]
+    stat = "stat -c '%n %u' /data/uploads /data/results /data/scripts/detect.py"
+    out = docker(*run, "sh", api_image.tag, "-c", stat).stdout.split("\n")
     owners = dict(line.split() for line in out if line)
     assert owners == {
         "/data/uploads": "1000",
@@ -297,14 +263,5 @@ def test_volume_has_fixed_name_and_app_layout(
         "/data/scripts/detect.py": "1000",
     }
     # The same bytes as the repository's flows/detect.py.
-    copied = docker(
-        "run",
-        "--rm",
-        "-v",
-        f"{offline_stack.compose.volume}:/data",
-        "--entrypoint",
-        "cat",
-        api_image.tag,
-        "/data/scripts/detect.py",
-    ).stdout
-    assert copied == Path(ROOT / "flows" / "detect.py").read_text()
+    copied = docker(*run, "cat", api_image.tag, "/data/scripts/detect.py").stdout
+    assert copied == (ROOT / "flows" / "detect.py").read_text()

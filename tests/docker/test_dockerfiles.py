@@ -24,14 +24,8 @@ API_DOCKERFILE = (ROOT / "api" / "Dockerfile").read_text()
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=str)
 def test_hadolint_clean(dockerfile: Path) -> None:
     hadolint = require_tool("hadolint")
-    proc = subprocess.run(
-        [hadolint, "--no-color", str(dockerfile)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    argv = [hadolint, "--no-color", str(dockerfile)]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "", proc.stdout
 

@@ -86,18 +86,8 @@ def test_runtime_libraries_load(docker: Docker, api_image: BuiltImage) -> None:
         "import psycopg2, PIL.features as f, app.main; "
         "print(psycopg2.__libpq_version__ > 0, f.check('jpg'), f.check('webp'), f.check('zlib'))"
     )
-    out = docker(
-        "run",
-        "--rm",
-        "--read-only",
-        "--tmpfs",
-        "/tmp",
-        "--entrypoint",
-        "python",
-        api_image.tag,
-        "-c",
-        code,
-    ).stdout
+    run = ["run", "--rm", "--read-only", "--tmpfs=/tmp", "--entrypoint=python", api_image.tag]
+    out = docker(*run, "-c", code).stdout
     assert out.split() == ["True", "True", "True", "True"]
 
 
@@ -142,13 +132,7 @@ def test_dive_efficiency(docker: Docker, api_image: BuiltImage) -> None:
     assert image["efficiencyScore"] >= 0.99, image
     assert image["inefficientBytes"] < 1_000_000, image
     # And dive's own CI gate agrees.
-    gate = subprocess.run(
-        [dive, api_image.tag, "--ci", "--lowestEfficiency=0.99", "--highestWastedBytes=1MB"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**docker.env, "CI": "true"},
-        check=False,
-        cwd=ROOT,
-    )
-    assert gate.returncode == 0, gate.stdout[-3000:]
+    gate = [dive, api_image.tag, "--ci", "--lowestEfficiency=0.99", "--highestWastedBytes=1MB"]
+    env = {**docker.env, "CI": "true"}
+    proc = subprocess.run(gate, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:]

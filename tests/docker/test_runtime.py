@@ -17,32 +17,29 @@ pytestmark = pytest.mark.docker
 
 HARDENING = [
     "--read-only",
-    "--tmpfs",
-    "/tmp:size=64m,mode=1777",
-    "--cap-drop",
-    "ALL",
-    "--security-opt",
-    "no-new-privileges:true",
+    "--tmpfs=/tmp:size=64m,mode=1777",
+    "--cap-drop=ALL",
+    "--security-opt=no-new-privileges:true",
 ]
 # Faster than the image's defaults (15 s); the check itself is the image's.
 FAST_HEALTH = [
-    "--health-interval",
-    "2s",
-    "--health-timeout",
-    "2s",
-    "--health-retries",
-    "2",
-    "--health-start-period",
-    "60s",
+    "--health-interval=2s",
+    "--health-timeout=2s",
+    "--health-retries=2",
+    "--health-start-period=60s",
 ]
 
 
 @dataclass
 class Stack:
     network: str
-    postgres: str
     volume: str
     env: list[str]
+
+    def run(self, *args: str) -> list[str]:
+        """`docker run ARGS` on the stack's network and volume, hardened, with its environment."""
+        volume = f"--volume={self.volume}:/data"
+        return ["run", *args, f"--network={self.network}", volume, *HARDENING, *self.env]
 
 
 @pytest.fixture
@@ -60,80 +57,46 @@ def db_stack(
     docker(
         "run",
         "-d",
-        "--name",
-        pg,
-        "--network",
-        network,
-        "--network-alias",
-        "postgres",
-        "-e",
-        f"POSTGRES_PASSWORD={password}",
+        f"--name={pg}",
+        f"--network={network}",
+        "--network-alias=postgres",
+        f"--env=POSTGRES_PASSWORD={password}",
         # Explicit, because the official image has no HEALTHCHECK of its own.
-        "--health-cmd",
-        "pg_isready -q -h 127.0.0.1 -U postgres",
-        "--health-interval",
-        "2s",
-        "--health-retries",
-        "30",
+        "--health-cmd=pg_isready -q -h 127.0.0.1 -U postgres",
+        "--health-interval=2s",
+        "--health-retries=30",
         postgres_image,
     )
     cleanup.append(("container", pg))
     docker.wait_status(pg, "(healthy)", timeout=120)
-    env = [
-        "-e",
-        f"DATABASE_URL=postgresql+psycopg2://postgres:{password}@postgres:5432/postgres",
-        "-e",
-        "SHARED_DATA_DIR=/data",
-        "-e",
-        "ORCHESTRATOR=kestra",
-        "-e",
-        "KESTRA_URL=http://kestra.invalid:8080",
-        "-e",
-        "KESTRA_USERNAME=admin@example.com",
-        "-e",
-        f"KESTRA_PASSWORD={secrets.token_hex(8)}Aa1",
-        "-e",
-        f"CALLBACK_TOKEN={secrets.token_hex(16)}",
-        "-e",
-        "LOG_LEVEL=WARNING",
-    ]
-    return Stack(network, pg, volume, env)
+    settings = {
+        "DATABASE_URL": f"postgresql+psycopg2://postgres:{password}@postgres:5432/postgres",
+        "SHARED_DATA_DIR": "/data",
+        "ORCHESTRATOR": "kestra",
+        "KESTRA_URL": "http://kestra.invalid:8080",
+        "KESTRA_USERNAME": "admin@example.com",
+        "KESTRA_PASSWORD": f"{secrets.token_hex(8)}Aa1",
+        "CALLBACK_TOKEN": secrets.token_hex(16),
+        "LOG_LEVEL": "WARNING",
+    }
+    return Stack(network, volume, [f"--env={name}={value}" for name, value in settings.items()])
 
 
-def start_api(
-    docker: Docker, image: str, stack: Stack, name: str, cleanup: list[tuple[str, str]]
-) -> None:
-    # The one-shot bootstrap first, hardened the same way (it writes only to /data).
-    docker(
-        "run",
-        "--rm",
-        "--network",
-        stack.network,
-        "-v",
-        f"{stack.volume}:/data",
-        *HARDENING,
-        *stack.env,
-        image,
-        "python",
-        "-m",
-        "app.bootstrap",
-        timeout=180,
-    )
-    docker(
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        stack.network,
-        "-v",
-        f"{stack.volume}:/data",
-        *HARDENING,
-        *FAST_HEALTH,
-        *stack.env,
-        image,
-    )
+@pytest.fixture
+def api(
+    docker: Docker,
+    api_image: BuiltImage,
+    db_stack: Stack,
+    unique_name: str,
+    cleanup: list[tuple[str, str]],
+) -> str:
+    """The API container, started as compose starts it: the one-shot bootstrap first,
+    hardened the same way (it writes only to /data)."""
+    name = f"{unique_name}-api"
+    docker(*db_stack.run("--rm"), api_image.tag, "python", "-m", "app.bootstrap", timeout=180)
+    docker(*db_stack.run("-d", f"--name={name}", *FAST_HEALTH), api_image.tag)
     cleanup.append(("container", name))
+    return name
 
 
 def exec_py(docker: Docker, container: str, code: str) -> str:
@@ -141,14 +104,8 @@ def exec_py(docker: Docker, container: str, code: str) -> str:
 
 
 def test_healthy_once_db_is_up_then_unhealthy_when_app_cannot_answer(
-    docker: Docker,
-    api_image: BuiltImage,
-    db_stack: Stack,
-    unique_name: str,
-    cleanup: list[tuple[str, str]],
+    docker: Docker, api: str
 ) -> None:
-    api = f"{unique_name}-api"
-    start_api(docker, api_image.tag, db_stack, api, cleanup)
     assert "(healthy)" in docker.wait_status(api, "(healthy)", timeout=120)
 
     # The app stops answering (process frozen): the image's check times out -> unhealthy.
@@ -161,15 +118,7 @@ def test_healthy_once_db_is_up_then_unhealthy_when_app_cannot_answer(
     assert "(healthy)" in docker.wait_status(api, "(healthy)", timeout=60)
 
 
-def test_read_only_root_filesystem(
-    docker: Docker,
-    api_image: BuiltImage,
-    db_stack: Stack,
-    unique_name: str,
-    cleanup: list[tuple[str, str]],
-) -> None:
-    api = f"{unique_name}-api"
-    start_api(docker, api_image.tag, db_stack, api, cleanup)
+def test_read_only_root_filesystem(docker: Docker, api: str) -> None:
     docker.wait_status(api, "(healthy)", timeout=120)
     state = docker.inspect(api, "container")
     assert state["HostConfig"]["ReadonlyRootfs"] is True

@@ -21,24 +21,14 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.support.builds import build_inference_image
-from tests.support.compose import new_project
-from tests.support.engine import (
-    OFFLINE_DEBIAN,
-    OFFLINE_POSTGRES,
-    OFFLINE_PYTHON,
-    Docker,
-    engine_for_tests,
-    require,
-)
+from tests.support.engine import Docker, engine_for_tests, require
 from tests.support.paths import ROOT
-from tests.support.stack import ARTIFACTS, Stack, stack_env
+from tests.support.stack import ARTIFACTS, Stack, ensure_inference_image
 from tests.support.stack.record import RECOVERY, record
 
 
@@ -64,16 +54,9 @@ def e2e_docker() -> Docker:
 
 @pytest.fixture(scope="session")
 def inference_image(e2e_docker: Docker) -> str:
-    """The offline inference image; built (a few minutes, once) when missing."""
-    tag = os.environ.get("INFERENCE_IMAGE") or "yolo-inference:local"
-    if not e2e_docker.image_exists(tag):
-        require(
-            e2e_docker.image_exists(OFFLINE_DEBIAN) or bool(os.environ.get("BASE_IMAGE")),
-            f"{OFFLINE_DEBIAN} is missing (make offline-images)",
-        )
-        failure = build_inference_image(tag, timeout_s=1800)
-        assert failure is None, f"building {tag} failed:\n{failure}"
-    # One layer on top: the fixture model as the image's default weights (seconds).
+    """The offline inference image, one layer on top: the fixture model as the image's
+    default weights (seconds)."""
+    tag = ensure_inference_image(e2e_docker, require)
     weights = f"{tag.split(':')[0]}:e2e-weights"
     e2e_docker.build(
         ROOT / "tests" / "fixtures" / "model",
@@ -86,23 +69,8 @@ def inference_image(e2e_docker: Docker) -> str:
 
 @pytest.fixture(scope="session")
 def stack(e2e_docker: Docker, inference_image: str) -> Iterator[Stack]:
-    base = os.environ.get("PYTHON_BASE_IMAGE") or OFFLINE_PYTHON
-    postgres = os.environ.get("POSTGRES_IMAGE") or OFFLINE_POSTGRES
-    for image in (base, postgres):
-        require(
-            e2e_docker.image_exists(image),
-            f"image {image} is not present and cannot be pulled here (make offline-images)",
-        )
-    project = new_project("yoloe2e")
-    images = {
-        "API_IMAGE": "yolo-api:e2e",
-        "KESTRA_STANDIN_IMAGE": "yolo-kestra-standin:e2e",
-        "PYTHON_BASE_IMAGE": base,
-        "POSTGRES_IMAGE": postgres,
-        "INFERENCE_IMAGE": inference_image,
-    }
     env = {
-        **stack_env(project, images),
+        "INFERENCE_IMAGE": inference_image,
         # The default name, as a user's first stack has it: the one-shot inference-image
         # step copies the image's weights of that name (here the fixture model) to models/.
         "MODEL": "yolo11n.pt",
@@ -117,16 +85,17 @@ def stack(e2e_docker: Docker, inference_image: str) -> Iterator[Stack]:
         "STANDIN_WORKER_THREADS": "3",
         "STANDIN_VISIBILITY_DELAY_S": "1",
         "LOG_LEVEL": "INFO",
+        # Two API worker processes, each with its dispatcher and reconciler on the one
+        # database: every test ends with the account (no job lost or run twice).
+        "WEB_CONCURRENCY": "2",
     }
-    the_stack = Stack.create(e2e_docker, project, env, base)
-    print(f"\n[e2e] compose project {project}")
-    started = time.monotonic()
+    the_stack = Stack.create(e2e_docker, "e2e", env, require)
+    print(f"\n[e2e] compose project {the_stack.project}")
     try:
-        the_stack.up()
-        record("stack up", seconds=time.monotonic() - started, project=project)
+        record("stack up", seconds=the_stack.up(), project=the_stack.project)
         yield the_stack
     finally:
-        the_stack.down("e2e", keep=os.environ.get("E2E_KEEP") == "1")
+        the_stack.down(keep=os.environ.get("E2E_KEEP") == "1")
 
 
 @pytest.fixture(autouse=True)

@@ -20,11 +20,9 @@ from tests.support.stack.standin import jobs_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
 
-SERVICES = ("postgres", "api", "kestra")
-
 
 def test_every_service_is_healthy(stack: Stack) -> None:
-    for service in SERVICES:
+    for service in ("postgres", "api", "kestra"):
         status = stack.docker.status(stack.compose.container(service))
         assert "(healthy)" in status, (service, status)
     bootstrap = stack.docker.inspect(stack.compose.container("bootstrap"), "container")

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -26,24 +27,24 @@ from tests.support.wait import wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
 
 
-def _matches_truth(stack: Stack, job: dict[str, Any]) -> bool:
-    found = [
-        (d["class_id"], [d["box"][k] for k in ("x1", "y1", "x2", "y2")]) for d in job["detections"]
-    ]
-    return bool(synthetic.match(stack.api.scene_of[job["id"]].truth, found)["ok"])
-
-
-def _containers_started(stack: Stack) -> int:
-    return len(stack.standin.task_containers())
+def _all_succeeded(stack: Stack, jobs: Iterable[dict[str, Any]]) -> None:
+    """Every job succeeded and found the objects its scene really has."""
+    for job in jobs:
+        assert job["status"] == "succeeded", job
+        found = [
+            (d["class_id"], [d["box"][k] for k in ("x1", "y1", "x2", "y2")])
+            for d in job["detections"]
+        ]
+        assert synthetic.match(stack.api.scene_of[job["id"]].truth, found)["ok"], job
 
 
 def test_orchestrator_stopped_during_a_burst_then_started(stack: Stack) -> None:
-    before = _containers_started(stack)
+    before = len(stack.standin.task_containers())
     first = []
     for part in chunks(scenes(first_seed=4000, count=8), 4):
         first += stack.api.upload(part)
     # Stop Kestra while it is busy with the burst.
-    wait_until(lambda: _containers_started(stack) > before, 120, what="a task container")
+    wait_until(lambda: len(stack.standin.task_containers()) > before, 120, what="a task container")
     stop_started = time.monotonic()
     stack.compose("stop", "kestra", timeout=420)
     stopped = time.monotonic()
@@ -61,9 +62,7 @@ def test_orchestrator_stopped_during_a_burst_then_started(stack: Stack) -> None:
     ids = [j["id"] for j in first + second]
     done = stack.api.wait_terminal(ids, timeout=400)
     all_done = time.monotonic() - restart
-    for job in done.values():
-        assert job["status"] == "succeeded", job
-        assert _matches_truth(stack, job), job
+    _all_succeeded(stack, done.values())
     facts = account(stack)
     # A graceful stop lets running executions finish and keeps queued ones: nothing re-ran.
     assert all(facts["executions_per_job"][i] == 1 for i in ids), facts
@@ -105,8 +104,8 @@ def test_api_killed_mid_burst_and_restarted(stack: Stack) -> None:
     thread = threading.Thread(target=uploader, daemon=True)
     thread.start()
     assert accepted.wait(120), failures
-    before = _containers_started(stack)
-    wait_until(lambda: _containers_started(stack) > before, 120, what="a task container")
+    before = len(stack.standin.task_containers())
+    wait_until(lambda: len(stack.standin.task_containers()) > before, 120, what="a task container")
     api = stack.compose.container("api")
     restarts = stack.docker.inspect(api, "container")["RestartCount"]
     pid = stack.docker.inspect(api, "container")["State"]["Pid"]
@@ -124,9 +123,7 @@ def test_api_killed_mid_burst_and_restarted(stack: Stack) -> None:
     assert len(ids) == len(batch)
     done = stack.api.wait_terminal(ids, timeout=400)
     all_done = time.monotonic() - killed_at
-    for job in done.values():
-        assert job["status"] == "succeeded", job
-        assert _matches_truth(stack, job), job
+    _all_succeeded(stack, done.values())
     # Retried requests got their jobs back instead of new ones.
     # Stored as "<owner key id>/<Idempotency-Key>" (keys are per API key).
     per_key = dict(
@@ -164,12 +161,11 @@ def test_lost_callback_is_finished_by_the_reconciler(stack: Stack) -> None:
     executions = _held_executions(stack, ids)
     stack.standin.faults(drop_callbacks=len(executions), hold=False)
     done = stack.api.wait_terminal(ids, timeout=180)
+    _all_succeeded(stack, done.values())
     assert stack.standin.faults()["drop_callbacks"] == 0
     callbacks = stack.standin.callbacks()
     lags = []
     for job in done.values():
-        assert job["status"] == "succeeded", job
-        assert _matches_truth(stack, job), job
         sent = [c for c in callbacks if c["executionId"] == job["execution_id"]]
         assert [c["dropped"] for c in sent] == [True], sent  # never called back...
         execution = stack.standin.executions(job["id"])[0]
@@ -233,16 +229,12 @@ def test_inference_failures_fail_the_job_readably_and_later_jobs_succeed(stack: 
     image_failed_s = time.monotonic() - started
     failed_image = finished[bad_image["id"]]
     assert failed_image["status"] == "failed", failed_image
-    assert failed_image["error"] == (f"The image {stored} could not be decoded as an image."), (
-        failed_image
-    )
+    expected = f"The image {stored} could not be decoded as an image."
+    assert failed_image["error"] == expected, failed_image
     [execution] = stack.standin.executions(bad_image["id"])
     neighbours = [i for i in jobs_of(execution) if i != bad_image["id"]]
     assert neighbours, f"the undecodable upload ran alone: {jobs_of(execution)}"
-    for job_id in mixed_ids:
-        if job_id != bad_image["id"]:
-            assert finished[job_id]["status"] == "succeeded", finished[job_id]
-            assert _matches_truth(stack, finished[job_id]), finished[job_id]
+    _all_succeeded(stack, [finished[i] for i in mixed_ids if i != bad_image["id"]])
     # A per-job failure is not a task failure: no retry, the execution succeeds and counts it.
     assert execution["state"]["current"] == "SUCCESS"
     assert execution["outputs"] == {
@@ -256,9 +248,7 @@ def test_inference_failures_fail_the_job_readably_and_later_jobs_succeed(stack: 
     # 3. The next jobs are not affected.
     jobs = stack.api.upload(scenes(first_seed=7200, count=2))
     done = stack.api.wait_terminal([j["id"] for j in jobs], timeout=180)
-    for job in done.values():
-        assert job["status"] == "succeeded", job
-        assert _matches_truth(stack, job), job
+    _all_succeeded(stack, done.values())
     account(stack, expect_failed={*bad_model_ids, bad_image["id"]})
     record(
         "inference fails",
@@ -313,14 +303,11 @@ def test_postgres_restart_api_recovers_on_its_own(stack: Stack) -> None:
     statuses = [code for _, code in sorted(seen)]
     assert 503 in statuses, statuses
     assert statuses[-1] == 200, statuses
-    first_503 = statuses.index(503)
-    assert 200 in statuses[first_503:], statuses  # 503 then 200
+    assert 200 in statuses[statuses.index(503) :], statuses  # 503 then 200
     done = stack.api.wait_terminal([j["id"] for j in in_flight], timeout=300)
     later = stack.api.upload(scenes(first_seed=8100, count=3))
     done.update(stack.api.wait_terminal([j["id"] for j in later], timeout=300))
-    for job in done.values():
-        assert job["status"] == "succeeded", job
-        assert _matches_truth(stack, job), job
+    _all_succeeded(stack, done.values())
     account(stack)
     record(
         "postgres restarted",

@@ -5,7 +5,9 @@ fake HTTP client record it). The end-to-end tests run the same code for real."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import operator
 import re
 import time
 from pathlib import Path
@@ -40,6 +42,7 @@ ENVS = {
     "callback_token": "tok-123",
 }
 OUTPUTS = {"batch_id": BATCH_ID, "jobs": 2, "succeeded": 1, "failed": 1}
+DETECT_STDOUT = "progress text\n::" + json.dumps({"outputs": OUTPUTS}) + "::\n"
 
 
 def test_the_repository_flow_is_accepted() -> None:
@@ -47,12 +50,9 @@ def test_the_repository_flow_is_accepted() -> None:
 
 
 def _variant(path: list[Any], value: Any) -> dict[str, Any]:
-    flow = copy.deepcopy(FLOW)
-    target = flow
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
-    return flow  # type: ignore[no-any-return]
+    flow: dict[str, Any] = copy.deepcopy(FLOW)
+    functools.reduce(operator.getitem, path[:-1], flow)[path[-1]] = value
+    return flow
 
 
 @pytest.mark.parametrize(
@@ -222,24 +222,14 @@ def _run(
     executor.start()
     executor.submit("exec1")
     wait_until(
-        lambda: (
-            execution["state"]["current"] in TERMINAL and len(state.callbacks) >= (0 if drop else 1)
-        ),
-        10,
-        what="the execution and its callback",
-        interval_s=0.02,
+        lambda: execution["state"]["current"] in TERMINAL, 10, what="the execution", interval_s=0.02
     )
-    time.sleep(0.1)
-    executor.stop()
+    executor.stop()  # returns once the running execution is done, afterExecution included
     return state, execution, sent
 
 
-def _outputs_line() -> str:
-    return "progress text\n::" + json.dumps({"outputs": OUTPUTS}) + "::\n"
-
-
 def test_a_successful_execution(monkeypatch: pytest.MonkeyPatch) -> None:
-    docker = FakeDocker([(0, _outputs_line())])
+    docker = FakeDocker([(0, DETECT_STDOUT)])
     state, execution, sent = _run(docker, monkeypatch)
     [body] = docker.created
     assert body["image"] == "yolo-inference:test"
@@ -284,7 +274,7 @@ def test_a_failing_task_is_retried_then_fails_the_execution(
 
 
 def test_a_timeout_kills_the_container(monkeypatch: pytest.MonkeyPatch) -> None:
-    docker = FakeDocker([(None, ""), (0, _outputs_line())])
+    docker = FakeDocker([(None, ""), (0, DETECT_STDOUT)])
     _, execution, _ = _run(docker, monkeypatch)
     assert ("kill", "c1") in docker.calls
     assert execution["state"]["current"] == "SUCCESS"  # the retry's second attempt worked
@@ -302,7 +292,7 @@ def test_the_pull_counts_inside_the_task_timeout(monkeypatch: pytest.MonkeyPatch
 def test_the_container_gets_what_the_pull_left_of_the_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    docker = FakeDocker([(0, _outputs_line())], pull_s=0.5)
+    docker = FakeDocker([(0, DETECT_STDOUT)], pull_s=0.5)
     _, execution, _ = _run(docker, monkeypatch, task_timeout="PT3S")
     assert execution["state"]["current"] == "SUCCESS"
     [waited] = docker.waited
@@ -311,13 +301,13 @@ def test_the_container_gets_what_the_pull_left_of_the_timeout(
 
 
 def test_volumes_are_dropped_without_volume_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
-    docker = FakeDocker([(0, _outputs_line())])
+    docker = FakeDocker([(0, DETECT_STDOUT)])
     _run(docker, monkeypatch, volumes_enabled=False)
     assert docker.created[0]["volumes"] == []
 
 
 def test_dropped_callback_is_never_sent(monkeypatch: pytest.MonkeyPatch) -> None:
-    docker = FakeDocker([(0, _outputs_line())])
+    docker = FakeDocker([(0, DETECT_STDOUT)])
     state, execution, sent = _run(docker, monkeypatch, drop=1)
     assert sent == []
     assert state.callbacks == [{"executionId": "exec1", "state": "SUCCESS", "dropped": True}]
@@ -325,7 +315,7 @@ def test_dropped_callback_is_never_sent(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_a_failing_callback_keeps_the_final_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    docker = FakeDocker([(0, _outputs_line())])
+    docker = FakeDocker([(0, DETECT_STDOUT)])
     _, execution, sent = _run(docker, monkeypatch, api_status=500)
     assert len(sent) == 3  # maxAttempts of notify_api
     assert execution["state"]["current"] == "SUCCESS"
@@ -336,11 +326,10 @@ def test_a_failing_callback_keeps_the_final_state(monkeypatch: pytest.MonkeyPatc
 
 def test_stdout_and_stderr_are_read_apart(monkeypatch: pytest.MonkeyPatch) -> None:
     # The SDK demultiplexes the log stream: outputs come from stdout only, stderr is logged.
-    docker = FakeDocker([(0, _outputs_line())])
+    docker = FakeDocker([(0, DETECT_STDOUT)])
     state, execution, _ = _run(docker, monkeypatch)
-    messages = [entry["message"] for entry in state.logs["exec1"]]
-    assert "stdout: progress text" in messages
-    assert "stderr: some stderr" in messages
+    assert "stdout: progress text" in state.logs["exec1"]
+    assert "stderr: some stderr" in state.logs["exec1"]
     assert execution["taskRunList"][0]["outputs"]["vars"] == OUTPUTS
 
 

@@ -3,18 +3,23 @@ ships, and a download only when allowed; `--seed` puts the image's weights on th
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from flows import detect
-from tests.support.paths import FIXTURE_MODEL, ROOT
+from tests.support.detect import Process, run_detect
+from tests.support.paths import FIXTURE_MODEL
 
-DETECT_PY = ROOT / "flows" / "detect.py"
-WEIGHTS = FIXTURE_MODEL
+# detect.py with the official images' weights folder (OFFICIAL_IMAGE_WORKDIR) at $IMAGE_WORKDIR.
+SEED_WRAPPER = """
+import importlib.util, os, pathlib, sys
+spec = importlib.util.spec_from_file_location("d", sys.argv[1])
+d = sys.modules["d"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(d)
+d.OFFICIAL_IMAGE_WORKDIR = pathlib.Path(os.environ["IMAGE_WORKDIR"])
+sys.exit(d.main(sys.argv[2:]))
+"""
 
 
 @pytest.fixture
@@ -33,10 +38,10 @@ def batch_of(data: Path, model: str) -> detect.Config:
 
 
 def test_the_volumes_copy_comes_first(data: Path, tmp_path: Path) -> None:
-    (tmp_path / "data" / "models" / "yolo11n.pt").write_bytes(b"pushed")
+    (data / "models" / "yolo11n.pt").write_bytes(b"pushed")
     (tmp_path / "ultralytics" / "yolo11n.pt").write_bytes(b"shipped")
     found = detect._resolve_model(batch_of(data, "yolo11n.pt"))
-    assert Path(found) == (tmp_path / "data" / "models" / "yolo11n.pt").resolve()
+    assert Path(found) == (data / "models" / "yolo11n.pt").resolve()
 
 
 def test_then_the_weights_the_image_ships(data: Path, tmp_path: Path) -> None:
@@ -57,51 +62,29 @@ def test_a_download_only_when_allowed(data: Path, monkeypatch: pytest.MonkeyPatc
     assert detect._resolve_model(batch_of(data, "yolo11n.pt")) == "yolo11n.pt"
 
 
-def seed(
-    data: Path, name: str, workdir: Path, allow_download: bool = False
-) -> subprocess.CompletedProcess[str]:
+def seed(data: Path, name: str, workdir: Path, allow_download: bool = False) -> Process:
     """`detect.py --seed NAME`, with the official images' folder at `workdir`."""
-    wrapper = (
-        "import importlib.util, sys\n"
-        "spec = importlib.util.spec_from_file_location('d', sys.argv[1])\n"
-        "d = sys.modules['d'] = importlib.util.module_from_spec(spec)\n"
-        "spec.loader.exec_module(d)\n"
-        "from pathlib import Path; d.OFFICIAL_IMAGE_WORKDIR = Path(sys.argv[2])\n"
-        "sys.exit(d.main(sys.argv[3:]))\n"
-    )
-    command = [sys.executable, "-c", wrapper, str(DETECT_PY), str(workdir)]
-    env = {k: v for k, v in os.environ.items() if k != "YOLO_ALLOW_DOWNLOAD"}
-    if allow_download:
-        env["YOLO_ALLOW_DOWNLOAD"] = "true"
-    return subprocess.run(
-        [*command, "--seed", name, "--data-dir", str(data)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = {"IMAGE_WORKDIR": str(workdir), "YOLO_ALLOW_DOWNLOAD": "true"}
+    unset = () if allow_download else ("YOLO_ALLOW_DOWNLOAD",)
+    return run_detect(data, "--seed", name, env=env, unset=unset, wrapper=SEED_WRAPPER)
 
 
-def test_seed_copies_the_shipped_weights_once(tmp_path: Path) -> None:
-    data, workdir = tmp_path / "data", tmp_path / "ultralytics"
-    (data / "models").mkdir(parents=True)
-    workdir.mkdir()
-    (workdir / "yolo11n.pt").write_bytes(WEIGHTS.read_bytes())
+def test_seed_copies_the_shipped_weights_once(data: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "ultralytics"
+    (workdir / "yolo11n.pt").write_bytes(FIXTURE_MODEL.read_bytes())
     first = seed(data, "yolo11n.pt", workdir)
     assert first.returncode == 0, first.stderr
-    assert (data / "models" / "yolo11n.pt").read_bytes() == WEIGHTS.read_bytes()
+    assert (data / "models" / "yolo11n.pt").read_bytes() == FIXTURE_MODEL.read_bytes()
     assert (data / "models" / "yolo11n.pt").stat().st_mode & 0o777 == 0o644
     (workdir / "yolo11n.pt").write_bytes(b"a newer image")
     again = seed(data, "yolo11n.pt", workdir)
     assert again.returncode == 0
     assert "already" in again.stderr
-    assert (data / "models" / "yolo11n.pt").read_bytes() == WEIGHTS.read_bytes()  # kept
+    assert (data / "models" / "yolo11n.pt").read_bytes() == FIXTURE_MODEL.read_bytes()  # kept
 
 
-def test_seed_of_a_name_found_nowhere_stops_with_one_line(tmp_path: Path) -> None:
-    (tmp_path / "data" / "models").mkdir(parents=True)
-    done = seed(tmp_path / "data", "custom.pt", tmp_path / "nowhere")
+def test_seed_of_a_name_found_nowhere_stops_with_one_line(data: Path, tmp_path: Path) -> None:
+    done = seed(data, "custom.pt", tmp_path / "nowhere")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
@@ -110,12 +93,13 @@ def test_seed_of_a_name_found_nowhere_stops_with_one_line(tmp_path: Path) -> Non
         "push`, set MODEL in .env to a model that is there, or set ALLOW_MODEL_DOWNLOAD=true "
         "with TASK_NETWORK=bridge"
     ]
-    assert list((tmp_path / "data" / "models").iterdir()) == []
+    assert list((data / "models").iterdir()) == []
 
 
-def test_seed_of_a_missing_path_stops_without_offering_a_download(tmp_path: Path) -> None:
-    (tmp_path / "data" / "models").mkdir(parents=True)
-    done = seed(tmp_path / "data", "models/custom.pt", tmp_path / "nowhere", allow_download=True)
+def test_seed_of_a_missing_path_stops_without_offering_a_download(
+    data: Path, tmp_path: Path
+) -> None:
+    done = seed(data, "models/custom.pt", tmp_path / "nowhere", allow_download=True)
     assert done.returncode == 1
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("detect.py: error: MODEL=models/custom.pt is not a file")
@@ -123,17 +107,15 @@ def test_seed_of_a_missing_path_stops_without_offering_a_download(tmp_path: Path
     assert "ALLOW_MODEL_DOWNLOAD" not in line
 
 
-def test_seed_of_a_name_tasks_may_download_is_not_an_error(tmp_path: Path) -> None:
-    (tmp_path / "data" / "models").mkdir(parents=True)
-    done = seed(tmp_path / "data", "custom.pt", tmp_path / "nowhere", allow_download=True)
+def test_seed_of_a_name_tasks_may_download_is_not_an_error(data: Path, tmp_path: Path) -> None:
+    done = seed(data, "custom.pt", tmp_path / "nowhere", allow_download=True)
     assert done.returncode == 0, done.stderr
     assert "ships no custom.pt; tasks may download it" in done.stderr
-    assert list((tmp_path / "data" / "models").iterdir()) == []
+    assert list((data / "models").iterdir()) == []
 
 
-def test_seed_of_a_pushed_model_is_not_an_error(tmp_path: Path) -> None:
-    (tmp_path / "data" / "models").mkdir(parents=True)
-    (tmp_path / "data" / "models" / "custom.pt").write_bytes(WEIGHTS.read_bytes())
-    done = seed(tmp_path / "data", "models/custom.pt", tmp_path / "nowhere")
+def test_seed_of_a_pushed_model_is_not_an_error(data: Path, tmp_path: Path) -> None:
+    (data / "models" / "custom.pt").write_bytes(FIXTURE_MODEL.read_bytes())
+    done = seed(data, "models/custom.pt", tmp_path / "nowhere")
     assert done.returncode == 0, done.stderr
     assert "already" in done.stderr

@@ -1,16 +1,10 @@
 """flows/detect.py end to end: real Ultralytics inference with the fixture model.
 
-The script runs as a subprocess (as the API's local orchestrator and the
-Kestra task do) on synthetic scenes with known ground truth, written as JPEG
-and PNG uploads into a temporary data directory, several jobs per run (a
-micro-batch). Its results are compared with the ground truth and with a
-direct ``YOLO(model).predict(...)`` call on the same file (model loaded once
-per module).
-
-Where a test needs to know how often the model was built or predicted, the
-script runs under ``COUNTING_WRAPPER``, which imports detect.py as a module,
-counts ``YOLO()`` constructions and ``predict`` calls (and can make
-``predict`` raise for one file), and writes the counts to a file.
+The script runs as a subprocess, as the API's local orchestrator and the Kestra task run it,
+on micro-batches of synthetic scenes with known ground truth (JPEG and PNG uploads in a
+temporary data directory). Its results are compared with the ground truth and with a direct
+Ultralytics call on the same file. Where a test needs to know how often the model was built
+or predicted, the script runs under ``COUNTING_WRAPPER``.
 """
 
 from __future__ import annotations
@@ -20,9 +14,8 @@ import os
 import re
 import shutil
 import stat
-import subprocess
-import sys
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -30,16 +23,22 @@ import pytest
 from PIL import Image
 
 from tests.fixtures import synthetic
-from tests.support.paths import FIXTURE_MODEL, ROOT
+from tests.support.detect import (
+    Process,
+    fresh_data_dir,
+    jobs_args,
+    load_result,
+    outputs_of,
+    run_detect,
+)
+from tests.support.paths import FIXTURE_MODEL
+from tests.support.yolo import predict
 
 if TYPE_CHECKING:
     from ultralytics.models import YOLO
 
-DETECT_PY = ROOT / "flows" / "detect.py"
-
 pytestmark = pytest.mark.slow  # real inference in subprocesses (about 30 s in all)
 
-OUTPUTS_LINE = re.compile(r"^::(\{.*\})::$")
 SEEDS = [synthetic.HELD_OUT_SEED_START + 500 + i for i in range(5)]
 TOP_KEYS = {
     "schema_version",
@@ -56,6 +55,8 @@ TOP_KEYS = {
 BATCH = "b47c0001-0000-4000-8000-000000000001"
 FAIL_MARKER = "boom"  # COUNTING_WRAPPER's predict raises for images whose path contains it
 
+# Imports detect.py as a module, counts YOLO() constructions and predict calls (and makes
+# predict raise for images whose path holds FAIL_PREDICT_ON), and writes the counts to a file.
 COUNTING_WRAPPER = r"""
 import importlib.util, json, os, sys
 
@@ -101,9 +102,6 @@ sys.exit(code)
 """
 
 
-Process = subprocess.CompletedProcess[str]
-
-
 class Scene(TypedDict):
     rel: str  # the upload, relative to the data dir
     gt: list[synthetic.GroundTruth]
@@ -136,56 +134,21 @@ class Run(Scene):
     imgsz: int
 
 
-def run_detect(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Process:
-    """detect.py as the orchestrators run it."""
-    full_env = dict(os.environ)
-    full_env["YOLO_OFFLINE"] = "1"
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, str(DETECT_PY), "--data-dir", str(data_dir), *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=300,
-    )
-
-
 def run_counted(
-    data_dir: Path, *args: str, env: dict[str, str] | None = None
+    data_dir: Path, *args: str, env: Mapping[str, str] = {}
 ) -> tuple[Process, dict[str, Any]]:
     """detect.py under COUNTING_WRAPPER: the process and the counts."""
     counts_file = data_dir.parent / f"counts-{uuid.uuid4().hex}.json"
-    full_env = dict(os.environ)
-    full_env.update(YOLO_OFFLINE="1", DETECT_COUNTS=str(counts_file), **(env or {}))
-    proc = subprocess.run(
-        [sys.executable, "-c", COUNTING_WRAPPER, str(DETECT_PY), "--data-dir", str(data_dir),
-         *args],
-        capture_output=True, text=True, env=full_env, timeout=300,
-    )  # fmt: skip
+    proc = run_detect(
+        data_dir, *args, env={"DETECT_COUNTS": str(counts_file), **env}, wrapper=COUNTING_WRAPPER
+    )
     assert counts_file.exists(), proc.stderr
     counts: dict[str, Any] = json.loads(counts_file.read_text())
-    counts_file.unlink()
     return proc, counts
-
-
-def jobs_args(*pairs: tuple[str, str]) -> list[str]:
-    return ["--jobs", *(f"{job}={rel}" for job, rel in pairs)]
 
 
 def new_job() -> str:
     return str(uuid.uuid4())
-
-
-def job_id_for(seed: int) -> str:
-    return str(uuid.UUID(int=seed))
-
-
-def fresh_data_dir(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "uploads").mkdir()
-    (root / "models").mkdir()
-    shutil.copy(FIXTURE_MODEL, root / "models" / "shapes.pt")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +162,7 @@ def scenes(data_dir: Path) -> dict[str, Scene]:
     out: dict[str, Scene] = {}
     for index, seed in enumerate(SEEDS):
         img, gt = synthetic.render_scene(seed)
-        job = job_id_for(seed)
+        job = str(uuid.UUID(int=seed))
         rel = f"uploads/{job}.{'png' if index % 2 else 'jpg'}"
         img.save(data_dir / rel, quality=92)
         out[job] = {"rel": rel, "gt": gt, "size": img.size}
@@ -284,7 +247,6 @@ def variant(data_dir: Path, scenes: dict[str, Scene]) -> Variant:
 
 @pytest.fixture(scope="module")
 def runs(batch: Batch, variant: Variant, scenes: dict[str, Scene]) -> list[Run]:
-    """Every job that should have succeeded, with the arguments it ran with."""
     out: list[Run] = [
         {"name": f"batch-{i}", "job": job, "proc": batch["proc"], "model": "models/shapes.pt",
          "batch_id": BATCH, "conf": 0.25, "imgsz": 640, **scenes[job]}
@@ -305,36 +267,6 @@ def yolo() -> YOLO:
     return YOLO(str(FIXTURE_MODEL))
 
 
-def load_result(data_dir: Path, job: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads((data_dir / "results" / f"{job}.json").read_text())
-    return result
-
-
-def direct_boxes(yolo: YOLO, run: Run, data_dir: Path) -> list[tuple[Any, Any, Any]]:
-    """(class, confidence, xyxy) of each box of a direct Ultralytics call on the run's image."""
-    from ultralytics.engine.results import Results
-
-    (r,) = yolo.predict(
-        str(data_dir / run["rel"]), conf=run["conf"], imgsz=run["imgsz"], verbose=False
-    )
-    assert isinstance(r, Results)
-    assert r.boxes is not None
-    return list(
-        zip(r.boxes.cls.tolist(), r.boxes.conf.tolist(), r.boxes.xyxy.tolist(), strict=True)
-    )
-
-
-def outputs_of(proc: Process) -> dict[str, Any]:
-    lines = proc.stdout.splitlines()
-    assert len(lines) == 1, f"stdout must be exactly the outputs line, got {proc.stdout!r}"
-    m = OUTPUTS_LINE.match(lines[0])
-    assert m, lines[0]
-    payload = json.loads(m.group(1))
-    assert set(payload) == {"outputs"}
-    outputs: dict[str, Any] = payload["outputs"]
-    return outputs
-
-
 def test_exits_zero(batch: Batch, variant: Variant) -> None:
     assert batch["proc"].returncode == 0, batch["proc"].stderr
     assert variant["proc"].returncode == 0, variant["proc"].stderr
@@ -349,12 +281,7 @@ def test_the_model_is_built_once_per_batch(batch: Batch) -> None:
 
 def test_outputs_line(batch: Batch, variant: Variant) -> None:
     assert outputs_of(batch["proc"]) == {"batch_id": BATCH, "jobs": 6, "succeeded": 3, "failed": 3}
-    assert outputs_of(variant["proc"]) == {
-        "batch_id": None,
-        "jobs": 2,
-        "succeeded": 2,
-        "failed": 0,
-    }
+    assert outputs_of(variant["proc"]) == {"batch_id": None, "jobs": 2, "succeeded": 2, "failed": 0}
 
 
 def test_result_json_matches_schema(runs: list[Run], data_dir: Path) -> None:
@@ -366,11 +293,8 @@ def test_result_json_matches_schema(runs: list[Run], data_dir: Path) -> None:
         assert res["batch_id"] == run["batch_id"]
         assert res["status"] == "succeeded"
         assert res["model"] == run["model"]  # as given on the command line
-        assert res["image"] == {
-            "path": run["rel"],
-            "width": run["size"][0],
-            "height": run["size"][1],
-        }
+        width, height = run["size"]
+        assert res["image"] == {"path": run["rel"], "width": width, "height": height}
         assert isinstance(res["inference_ms"], float)
         assert res["inference_ms"] > 0
         assert res["annotated_path"] == f"results/{run['job']}.annotated.jpg"
@@ -396,11 +320,7 @@ def test_result_json_matches_schema(runs: list[Run], data_dir: Path) -> None:
 
 def test_detections_match_ground_truth(runs: list[Run], data_dir: Path) -> None:
     for run in runs:
-        res = load_result(data_dir, run["job"])
-        dets = [
-            (d["class_id"], [d["box"][k] for k in ("x1", "y1", "x2", "y2")])
-            for d in res["detections"]
-        ]
+        dets = synthetic.boxes_of(load_result(data_dir, run["job"])["detections"])
         m = synthetic.match(run["gt"], dets, iou_threshold=0.5)
         assert m["ok"], f"{run['name']}: missed={m['missed']} extra={[dets[i] for i in m['extra']]}"
 
@@ -408,10 +328,11 @@ def test_detections_match_ground_truth(runs: list[Run], data_dir: Path) -> None:
 def test_boxes_equal_direct_ultralytics_call(runs: list[Run], data_dir: Path, yolo: YOLO) -> None:
     for run in runs:
         res = load_result(data_dir, run["job"])
-        direct = direct_boxes(yolo, run, data_dir)
-        assert len(direct) == len(res["detections"]), run["name"]
-        for (cls, conf, xyxy), det in zip(direct, res["detections"], strict=True):
-            assert det["class_id"] == int(cls)
+        direct = predict(yolo, data_dir / run["rel"], conf=run["conf"], imgsz=run["imgsz"])
+        assert len(direct.classes) == len(res["detections"]), run["name"]
+        boxes = zip(direct.classes, direct.conf, direct.xyxy, res["detections"], strict=True)
+        for cls, conf, xyxy, det in boxes:
+            assert det["class_id"] == cls
             assert det["confidence"] == pytest.approx(conf, abs=1e-4)
             got = [det["box"][k] for k in ("x1", "y1", "x2", "y2")]
             assert got == pytest.approx(xyxy, abs=1e-2), run["name"]
@@ -480,11 +401,9 @@ def test_a_rerun_of_the_same_batch_skips_the_jobs_that_succeeded_in_it(
     assert f"job {done} already succeeded in batch {BATCH}" in proc.stderr
     for job in (failed_before, other_batch, no_annotated):
         res = load_result(d, job)
-        assert (res["status"], res["batch_id"], res["model"]) == (
-            "succeeded",
-            BATCH,
-            "models/shapes.pt",
-        )
+        assert res["status"] == "succeeded"
+        assert res["batch_id"] == BATCH
+        assert res["model"] == "models/shapes.pt"
         with Image.open(d / res["annotated_path"]) as im:
             assert im.format == "JPEG"
 
@@ -665,20 +584,12 @@ def test_works_with_unwritable_home_and_no_config_dir(
     """As in the task container: HOME unusable, YOLO_CONFIG_DIR not set by the caller."""
     blocker = tmp_path / "file"
     blocker.write_text("a file, so nothing can be created below it")
+    rel = next(iter(scenes.values()))["rel"]
+    args = ["--model", "models/shapes.pt", *jobs_args((new_job(), rel))]
     env = {"HOME": str(blocker / "home"), "TMPDIR": str(tmp_path)}
-    _job, scene = next(iter(scenes.items()))
-    full_env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR", "XDG_CONFIG_HOME")
-    }
-    full_env.update(env, YOLO_OFFLINE="1")
-    new = new_job()
-    proc = subprocess.run(
-        [sys.executable, str(DETECT_PY), "--data-dir", str(data_dir), "--model",
-         "models/shapes.pt", "--jobs", f"{new}={scene['rel']}"],
-        capture_output=True, text=True, env=full_env, timeout=300,
-    )  # fmt: skip
+    proc = run_detect(
+        data_dir, *args, env=env, unset=("YOLO_CONFIG_DIR", "MPLCONFIGDIR", "XDG_CONFIG_HOME")
+    )
     assert proc.returncode == 0, proc.stderr
     assert outputs_of(proc)["succeeded"] == 1
     settings = list(tmp_path.glob("ultralytics-config-*/Ultralytics/settings.json"))
@@ -703,17 +614,11 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def test_works_without_any_network(data_dir: Path, scenes: dict[str, Scene]) -> None:
-    """Nothing is downloaded (fonts, weights, checks).
-
-    Sockets are refused and YOLO_OFFLINE is unset.
-    """
+    """Nothing is downloaded (fonts, weights, checks): sockets are refused and YOLO_OFFLINE is
+    unset."""
     pairs = [(new_job(), scene["rel"]) for scene in list(scenes.values())[:2]]
-    env = {k: v for k, v in os.environ.items() if k != "YOLO_OFFLINE"}
-    proc = subprocess.run(
-        [sys.executable, "-c", NO_NETWORK_WRAPPER, str(DETECT_PY), "--data-dir", str(data_dir),
-         "--model", "models/shapes.pt", *jobs_args(*pairs)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    args = ["--model", "models/shapes.pt", *jobs_args(*pairs)]
+    proc = run_detect(data_dir, *args, unset=("YOLO_OFFLINE",), wrapper=NO_NETWORK_WRAPPER)
     assert proc.returncode == 0, proc.stderr
     assert outputs_of(proc)["succeeded"] == 2
     for job, _rel in pairs:

@@ -7,7 +7,6 @@ sample inputs and parsed with detect.py's own argparse parser.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shlex
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flows import detect
+from flows import detect  # importing detect.py does not import ultralytics
 from tests.support.paths import ROOT
 
 FLOW_YML = ROOT / "flows" / "yolo-detect.yml"
@@ -30,11 +29,6 @@ ISO_DURATION = re.compile(r"^PT(\d+H)?(\d+M)?(\d+(\.\d+)?S)?$")
 def flow() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load(FLOW_YML.read_text())
     return loaded
-
-
-@pytest.fixture(scope="module")
-def detect_parser() -> argparse.ArgumentParser:
-    return detect.build_parser()  # importing detect.py does not import ultralytics
 
 
 @pytest.fixture(scope="module")
@@ -187,8 +181,7 @@ def test_task_and_runner(task: dict[str, Any]) -> None:
     assert target == "/data"
     assert "envs." in source
     assert "'yolo-shared-data'" in source
-    env = task["env"]
-    assert env["YOLO_CONFIG_DIR"].startswith("/tmp/")
+    assert task["env"]["YOLO_CONFIG_DIR"].startswith("/tmp/")
 
 
 def test_timeout_and_bounded_retry(task: dict[str, Any], flow: dict[str, Any]) -> None:
@@ -201,11 +194,9 @@ def test_timeout_and_bounded_retry(task: dict[str, Any], flow: dict[str, Any]) -
 
 @pytest.mark.parametrize("count", [1, 3, 32])
 def test_command_line_matches_detect_cli(
-    task: dict[str, Any],
-    inputs: dict[str, dict[str, Any]],
-    detect_parser: argparse.ArgumentParser,
-    count: int,
+    task: dict[str, Any], inputs: dict[str, dict[str, Any]], count: int
 ) -> None:
+    detect_parser = detect.build_parser()
     (command,) = task["commands"]
     jobs = jobs_list(count)
     sample = {
@@ -265,20 +256,10 @@ def test_after_execution_callback(flow: dict[str, Any]) -> None:
     assert cb["retry"]["type"] == "constant"
     assert 1 <= cb["retry"]["maxAttempts"] <= 5
 
-    batch = str(uuid.uuid4())
-    body = render(
-        cb["body"],
-        {
-            "inputs.batch_id": batch,
-            "execution.id": "4wjtkzwVGBM9yKnjm3yv8r",
-            "execution.state": "FAILED",
-        },
-    )
-    assert json.loads(body) == {
-        "batch_id": batch,
-        "execution_id": "4wjtkzwVGBM9yKnjm3yv8r",
-        "state": "FAILED",
-    }
+    batch, execution = str(uuid.uuid4()), "4wjtkzwVGBM9yKnjm3yv8r"
+    sample = {"inputs.batch_id": batch, "execution.id": execution, "execution.state": "FAILED"}
+    body = json.loads(render(cb["body"], sample))
+    assert body == {"batch_id": batch, "execution_id": execution, "state": "FAILED"}
 
 
 def test_yaml_has_no_machine_paths() -> None:

@@ -1,22 +1,19 @@
 """flows/detect.py on phone photos: for every EXIF orientation (1-8, and none) of JPEG, PNG
 and WebP files, the result's image size, its boxes and the annotated image are in one frame,
 that of the photo turned upright (what OpenCV decodes and what a viewer shows), and the boxes
-find the scene's objects there.
-
-The photos are the upright scene's pixels stored turned, with the orientation that turns
-them back (tests/support/images.py `oriented`), as a camera stores them."""
+find the scene's objects there. The photos are stored turned, as a camera stores them
+(tests/support/images.py `oriented`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import pytest
 from PIL import Image
 
 from tests.fixtures import synthetic
-from tests.flows.test_detect import Process, fresh_data_dir, jobs_args, outputs_of, run_detect
+from tests.support import detect
 from tests.support.images import EXTENSIONS, frame_of, oriented
 
 pytestmark = pytest.mark.slow  # real inference in a subprocess
@@ -38,7 +35,7 @@ class Photo(TypedDict):
 class Photos(TypedDict):
     data_dir: Path
     jobs: dict[str, Photo]
-    proc: Process
+    proc: detect.Process
 
 
 def case_id(fmt: str, orientation: int | None) -> str:
@@ -48,7 +45,7 @@ def case_id(fmt: str, orientation: int | None) -> str:
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Photos:
     """One detect.py run over every case; the data dir, what each job was and the process."""
-    data_dir = fresh_data_dir(tmp_path_factory.mktemp("orientation") / "data")
+    data_dir = detect.fresh_data_dir(tmp_path_factory.mktemp("orientation") / "data")
     jobs: dict[str, Photo] = {}
     for k, (fmt, orientation) in enumerate(CASES):
         image, truth = synthetic.render_scene(
@@ -58,27 +55,18 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Photos:
         rel = f"uploads/{job}.{EXTENSIONS[fmt]}"
         (data_dir / rel).write_bytes(oriented(image, orientation, fmt))
         jobs[job] = {"rel": rel, "image": image, "truth": truth}
-    proc = run_detect(
+    proc = detect.run_detect(
         data_dir, "--model", "models/shapes.pt",
-        *jobs_args(*((job, spec["rel"]) for job, spec in jobs.items())),
+        *detect.jobs_args(*((job, spec["rel"]) for job, spec in jobs.items())),
     )  # fmt: skip
     return {"data_dir": data_dir, "jobs": jobs, "proc": proc}
 
 
-def result(photos: Photos, job: str) -> dict[str, Any]:
-    path = photos["data_dir"] / "results" / f"{job}.json"
-    loaded: dict[str, Any] = json.loads(path.read_text())
-    return loaded
-
-
 def test_every_photo_succeeds(photos: Photos) -> None:
     assert photos["proc"].returncode == 0, photos["proc"].stderr
-    assert outputs_of(photos["proc"]) == {
-        "batch_id": None,
-        "jobs": len(CASES),
-        "succeeded": len(CASES),
-        "failed": 0,
-    }
+    n = len(CASES)
+    outputs = detect.outputs_of(photos["proc"])
+    assert outputs == {"batch_id": None, "jobs": n, "succeeded": n, "failed": 0}
 
 
 @pytest.mark.parametrize(("fmt", "orientation"), CASES, ids=[case_id(*c) for c in CASES])
@@ -86,15 +74,13 @@ def test_size_boxes_and_annotated_image_share_the_upright_frame(
     photos: Photos, fmt: str, orientation: int | None
 ) -> None:
     job = case_id(fmt, orientation)
-    spec, res = photos["jobs"][job], result(photos, job)
+    spec, res = photos["jobs"][job], detect.load_result(photos["data_dir"], job)
     assert res["status"] == "succeeded", res
     stored = Image.open(photos["data_dir"] / spec["rel"]).size
     assert stored == ((HEIGHT, WIDTH) if (orientation or 1) >= 5 else (WIDTH, HEIGHT))
     assert res["image"] == {"path": spec["rel"], "width": WIDTH, "height": HEIGHT}
 
-    boxes = [
-        (d["class_id"], [d["box"][k] for k in ("x1", "y1", "x2", "y2")]) for d in res["detections"]
-    ]
+    boxes = synthetic.boxes_of(res["detections"])
     found = synthetic.match(spec["truth"], boxes)
     assert found["ok"], (job, spec["truth"], res["detections"])
     for _, box in boxes:

@@ -189,8 +189,7 @@ def stack_shell(tmp_path: Path) -> Iterator[Shell]:
     env = compose_env(docker.env, {"COMPOSE_PROJECT_NAME": project})
     env = {k: v for k, v in env.items() if not k.startswith("YOLO_")}
     env |= {"PATH": path_with(repo / ".venv" / "bin"), "YOLO_API_URL": f"http://127.0.0.1:{port}"}
-    shell = Shell(repo, env, {"127.0.0.1:8000": f"127.0.0.1:{port}"})
-    shell.subs["@port"] = str(port)
+    shell = Shell(repo, env, {"127.0.0.1:8000": f"127.0.0.1:{port}", "@port": str(port)})
     try:
         yield shell
     finally:

@@ -64,7 +64,6 @@ def _admin_execute(admin_url: str, *statements: str) -> None:
 
 @pytest.fixture(scope="session")
 def template_database(postgres_admin_url: str) -> str:
-    """Migrated once with the project's Alembic migrations; each test clones it."""
     _admin_execute(
         postgres_admin_url,
         f"DROP DATABASE IF EXISTS {TEMPLATE_DB}",
@@ -107,8 +106,7 @@ def make_settings(database_url: str, shared_dir: Path) -> SettingsFactory:
             "max_image_pixels": 4_000_000,
             "max_files_per_request": 4,
         }
-        values.update(overrides)
-        return Settings(**values)
+        return Settings(**{**values, **overrides})
 
     return factory
 

@@ -39,13 +39,6 @@ def _missing(what: str) -> NoReturn:
     pytest.skip(message)
 
 
-def chromium_path() -> str:
-    found = os.environ.get("CHROMIUM") or shutil.which("chromium")
-    if not found:
-        _missing("Chromium is not installed")
-    return found
-
-
 @contextmanager
 def chromium() -> Iterator[Browser]:
     """The machine's Chromium, launched headless until the block ends."""
@@ -53,7 +46,9 @@ def chromium() -> Iterator[Browser]:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _missing("the playwright package is not installed")
-    executable = chromium_path()
+    executable = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    if not executable:
+        _missing("Chromium is not installed")
     with sync_playwright() as playwright:
         # Playwright gives each launch a fresh, temporary --user-data-dir.
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)

@@ -50,12 +50,10 @@ def find_step(steps: Steps, needle: str) -> tuple[str, bool]:
 
 def stage_build_context(dest: Path) -> Path:
     """Copy the API's build inputs (repo-root context) to dest; return dest/api/Dockerfile."""
-    (dest / "api").mkdir(parents=True)
-    (dest / "docker").mkdir()
-    shutil.copy2(ROOT / ".dockerignore", dest / ".dockerignore")
-    shutil.copy2(ROOT / "docker" / "with-build-ca.sh", dest / "docker" / "with-build-ca.sh")
-    for name in ("Dockerfile", "requirements.lock"):
-        shutil.copy2(ROOT / "api" / name, dest / "api" / name)
+    files = [".dockerignore", "docker/with-build-ca.sh", "api/Dockerfile", "api/requirements.lock"]
+    for name in files:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
     shutil.copytree(
         ROOT / "api" / "app", dest / "api" / "app", ignore=shutil.ignore_patterns("__pycache__")
     )

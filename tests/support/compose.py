@@ -25,7 +25,7 @@ COMPOSE_VARS = frozenset({
     "KESTRA_PASSWORD", "CALLBACK_TOKEN", "ADMIN_API_KEY", "MAX_UNFINISHED_JOBS_PER_KEY",
     "APP_DB_NAME", "APP_DB_USER", "KESTRA_DB_NAME",
     "KESTRA_DB_USER", "ORCHESTRATOR", "MODEL", "CONFIDENCE", "BATCH_MAX_JOBS", "BATCH_WINDOW_S",
-    "LOG_LEVEL", "BIND_ADDRESS",
+    "LOG_LEVEL", "WEB_CONCURRENCY", "BIND_ADDRESS",
     "API_PORT", "KESTRA_PORT", "SHARED_VOLUME_NAME", "API_IMAGE", "PYTHON_BASE_IMAGE",
     "POSTGRES_IMAGE", "KESTRA_IMAGE", "INFERENCE_IMAGE", "BUILD_CA_BUNDLE",
     "SYSTEM_CA_BUNDLE", "ALLOW_MODEL_DOWNLOAD", "TASK_NETWORK",
@@ -64,10 +64,6 @@ def new_project(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(4)}"
 
 
-def _rows(parsed: Any) -> list[dict[str, Any]]:
-    return parsed if isinstance(parsed, list) else [parsed]
-
-
 @dataclass
 class Compose:
     """`docker compose -p PROJECT -f FILE...` in `checkout`, with only `env` as its variables
@@ -99,8 +95,7 @@ class Compose:
     def ps(self) -> dict[str, dict[str, Any]]:
         """`compose ps -a` by service (compose prints a JSON array or JSON lines)."""
         text = self("ps", "-a", "--format", "json").stdout.strip()
-        lines = [text] if text.startswith("[") else text.splitlines()
-        rows = [row for line in lines for row in _rows(json.loads(line))]
+        rows = json.loads(text) if text.startswith("[") else map(json.loads, text.splitlines())
         return {row["Service"]: row for row in rows}
 
     def container(self, service: str) -> str:

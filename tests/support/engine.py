@@ -28,10 +28,6 @@ OFFLINE_POSTGRES = "offline/postgres:17"
 OFFLINE_DEBIAN = "offline/debian:trixie-slim"
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
 def require(condition: bool, reason: str) -> None:
     """Skip when a prerequisite is missing, but fail in CI: the Docker and end-to-end tests
     must run there (docker/ci-setup.sh provides everything)."""
@@ -39,7 +35,7 @@ def require(condition: bool, reason: str) -> None:
 
     if condition:
         return
-    if in_ci():
+    if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
         pytest.fail(f"{reason} (CI=true: these tests must run; see docker/ci-setup.sh)")
     pytest.skip(reason)
 

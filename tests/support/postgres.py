@@ -39,50 +39,20 @@ class ThrowawayCluster:
     def admin_url(self) -> str:
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
 
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
-
     def start(self) -> None:
-        self._run(
-            _find_binary("initdb"),
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        )
+        self._run("initdb", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=200"
         )
-        self._run(
-            _find_binary("pg_ctl"),
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "server.log"),
-            "-w",
-            "start",
-        )
-
-    def stop(self) -> None:
-        self._run(
-            _find_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop", check=False
-        )
-
-    def restart(self) -> None:
-        """For tests of the API surviving a database restart."""
-        self._run(_find_binary("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "restart")
+        self._run("pg_ctl", "-o", options, "-l", str(self.root / "server.log"), "-w", "start")
 
     def destroy(self) -> None:
-        self.stop()
+        self._run("pg_ctl", "-m", "immediate", "stop", check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def _run(self, *args: str, check: bool = True) -> None:
-        subprocess.run([*self._as_user, *args], check=check, capture_output=True, timeout=120)
+    def _run(self, binary: str, *args: str, check: bool = True) -> None:
+        """`binary -D DATA ARGS` (initdb and pg_ctl both take the data directory so)."""
+        argv = [*self._as_user, _find_binary(binary), "-D", str(self.data), *args]
+        subprocess.run(argv, check=check, capture_output=True, timeout=120)

@@ -32,17 +32,12 @@ def api_as_in_image(dest: Path) -> Path:
     return dest
 
 
-def run_module(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m module args` from the repository root, as `make dev` runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def run_module(
+    module: str, env: dict[str, str], *args: str, timeout: float = 120, cwd: Path | None = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """`python -m module args`, from the repository root as `make dev` runs it (or `cwd`)."""
+    argv = [sys.executable, "-m", module, *args]
+    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -50,14 +45,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     The caller's YOLO_API_URL and YOLO_API_KEY are not passed on: only `env`'s."""
     environ = {k: v for k, v in os.environ.items() if k not in ("YOLO_API_URL", "YOLO_API_KEY")}
     environ.update(PYTHONPATH=str(ROOT / "cli"), **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "yolo_cli", *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=300,
-        check=False,
-    )
+    return run_module("yolo_cli", environ, *args, timeout=300, cwd=None)
 
 
 def lines(text: str) -> list[str]:

@@ -1,6 +1,5 @@
 """The upload page at `/`, in headless Chromium against a running API with the fixture model:
-what a person sees after choosing images, and what they read when something is wrong. Most
-tests use `page`, a browser that holds the admin key already; `keyless_page` holds none."""
+what a person sees after choosing images, and what they read when something is wrong."""
 
 from __future__ import annotations
 
@@ -30,6 +29,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 LABEL = re.compile(r"^(circle|square|triangle) (\d{1,3})%$")
 NEEDS_KEY = "This service needs an API key. Enter yours; this browser keeps it."
 NOT_ACCEPTED = "The API key was not accepted: it is wrong or has been revoked. Enter a valid key."
+BUSY = {"error": {"code": "unavailable", "message": "Too many jobs waiting.", "details": {}}}
 
 
 def text(locator: Locator) -> str:
@@ -49,23 +49,15 @@ def bounds(locator: Locator) -> FloatRect:
 def drawn_boxes(card: Locator) -> list[dict[str, Any]]:
     """Each box as drawn on screen, mapped back to pixels of the original image."""
     img = card.locator("img")
-    shown = img.bounding_box()
-    natural_width = img.evaluate("img => img.naturalWidth")
-    assert shown is not None
-    scale = natural_width / shown["width"]
+    shown = bounds(img)
+    scale = img.evaluate("img => img.naturalWidth") / shown["width"]
     boxes = []
     for group in card.locator("g").all():
-        rect = group.locator("rect").bounding_box()
-        assert rect is not None
+        rect = bounds(group.locator("rect"))
         left, top = rect["x"] - shown["x"], rect["y"] - shown["y"]
-        box = (left, top, left + rect["width"], top + rect["height"])
-        boxes.append(
-            {
-                "class_name": group.get_attribute("data-class"),
-                "label": text(group.locator("text")).strip(),
-                "box": tuple(v * scale for v in box),
-            }
-        )
+        box = tuple(v * scale for v in (left, top, left + rect["width"], top + rect["height"]))
+        label = text(group.locator("text")).strip()
+        boxes.append({"class_name": group.get_attribute("data-class"), "label": label, "box": box})
     return boxes
 
 
@@ -94,6 +86,11 @@ def watch_api_calls(page: Page) -> list[dict[str, Any]]:
     return calls
 
 
+def choose(page: Page, url: str, files: Path | list[Path]) -> None:
+    page.goto(url)
+    page.locator("input[type=file]").set_input_files(files)
+
+
 def stored_key(page: Page) -> str | None:
     key: str | None = page.evaluate(f"localStorage.getItem('{STORED_KEY}')")
     return key
@@ -110,8 +107,7 @@ def test_two_uploads_show_one_labelled_box_per_object(
         "shapes.jpg": scene_file(tmp_path / "shapes.jpg", 6134),
     }
     errors = watch_for_errors(page)
-    page.goto(url)
-    page.locator("input[type=file]").set_input_files([tmp_path / name for name in truths])
+    choose(page, url, [tmp_path / name for name in truths])
 
     done = page.locator("article[data-status=succeeded]")
     done.nth(1).wait_for(timeout=180_000)
@@ -185,8 +181,7 @@ def test_rotated_photos_have_their_boxes_on_the_objects(
         (tmp_path / name).write_bytes(oriented(image, orientation, fmt))
         scenes[name] = (image, truth)
     errors = watch_for_errors(page)
-    page.goto(url)
-    page.locator("input[type=file]").set_input_files([tmp_path / name for name in photos])
+    choose(page, url, [tmp_path / name for name in photos])
 
     done = page.locator("article[data-status=succeeded]")
     done.nth(len(photos) - 1).wait_for(timeout=180_000)
@@ -206,8 +201,7 @@ def test_rotated_photos_have_their_boxes_on_the_objects(
         assert match(truth, on_screen)["ok"], (name, truth, on_screen)
 
         img = card.locator("img")
-        shown = img.bounding_box()
-        assert shown is not None
+        shown = bounds(img)
         assert img.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [width, height]
         assert shown["width"] / shown["height"] == pytest.approx(width / height, rel=0.01)
         assert card.locator("svg").bounding_box() == pytest.approx(shown, abs=0.5)
@@ -237,8 +231,7 @@ def test_refused_files_are_explained_in_words(
         "huge.png": "Each file may have at most 2.0 MB. Try a smaller image.",
     }
     errors = watch_for_errors(page)
-    page.goto(url)
-    page.locator("input[type=file]").set_input_files([tmp_path / name for name in expected])
+    choose(page, url, [tmp_path / name for name in expected])
 
     refused = page.locator("article[data-status=refused]")
     refused.nth(2).wait_for()
@@ -257,16 +250,7 @@ def test_refused_files_are_explained_in_words(
     ("answer", "words"),
     [
         pytest.param(
-            lambda route: route.fulfill(
-                status=503,
-                json={
-                    "error": {
-                        "code": "unavailable",
-                        "message": "Too many jobs waiting.",
-                        "details": {},
-                    }
-                },
-            ),
+            lambda route: route.fulfill(status=503, json=BUSY),
             "Too many jobs waiting. The service is busy: please try again in a minute.",
             id="busy",
         ),
@@ -288,8 +272,7 @@ def test_a_failed_request_is_explained(
     url = start_api(workers_enabled=False)
     scene_file(tmp_path / "a.png", 6104)
     page.route("**/v1/uploads", answer)
-    page.goto(url)
-    page.locator("input[type=file]").set_input_files(tmp_path / "a.png")
+    choose(page, url, tmp_path / "a.png")
     card = page.locator("article[data-status=refused]")
     card.wait_for()
     assert card.locator("p").text_content() == words
@@ -335,8 +318,7 @@ def test_a_failed_job_shows_its_reason_also_from_the_recent_list(
 ) -> None:
     url = start_api(model=str(ROOT / "no-such-model.pt"))
     scene_file(tmp_path / "a.png", 6140)
-    page.goto(url)
-    page.locator("input[type=file]").set_input_files(tmp_path / "a.png")
+    choose(page, url, tmp_path / "a.png")
     failed = page.locator("article[data-status=failed]")
     failed.wait_for(timeout=60_000)
     reason = text(failed.locator("p"))
@@ -439,8 +421,7 @@ def test_the_picture_is_fetched_with_the_key_and_shown_from_a_blob_url(
     url = start_api()
     scene_file(tmp_path / "a.png", 6121, width=640, height=480)
     errors, calls = watch_for_errors(page), watch_api_calls(page)
-    page.goto(url)
-    page.locator("input[type=file]").set_input_files(tmp_path / "a.png")
+    choose(page, url, tmp_path / "a.png")
     done = page.locator("article[data-status=succeeded]")
     done.wait_for(timeout=180_000)
 

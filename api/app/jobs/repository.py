@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.jobs.models import Job, JobStatus
@@ -56,6 +56,12 @@ def count_unfinished(session: Session, owner: str) -> int:
     unfinished = (JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING)
     stmt = select(func.count()).where(Job.owner_key_id == owner, Job.status.in_(unfinished))
     return session.scalar(stmt) or 0
+
+
+def any_in_flight(session: Session) -> bool:
+    """Whether some job is with the orchestrator (submitted or running)."""
+    in_flight = Job.status.in_((JobStatus.SUBMITTED, JobStatus.RUNNING))
+    return bool(session.scalar(select(exists().where(in_flight))))
 
 
 def claim_dispatchable(session: Session, now: datetime, limit: int) -> Sequence[Job]:

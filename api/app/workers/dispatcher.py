@@ -1,8 +1,10 @@
 """Send queued jobs to the orchestrator in micro-batches: jobs with the same inference
-parameters share one execution (one container, one model load), up to BATCH_MAX_JOBS; a partial
-batch leaves once its oldest job waited BATCH_WINDOW_S. Each attempt is committed (jobs leased,
-batch id set) before sending, so after a crash or unclear answer the batch is resent whole under
-its id, after a label lookup: never started twice, never lost."""
+parameters share one execution (one container, one model load), up to BATCH_MAX_JOBS. While
+other jobs are with the orchestrator, a partial batch waits for company until its oldest job
+waited BATCH_WINDOW_S; on an idle stack nothing would run beside it, so it leaves at once (a
+lone upload never waits, and a burst groups behind its first job). Each attempt is committed
+(jobs leased, batch id set) before sending, so after a crash or unclear answer the batch is
+resent whole under its id, after a label lookup: never started twice, never lost."""
 
 import logging
 import uuid
@@ -110,17 +112,20 @@ class Dispatcher(Worker):
         due = repository.claim_dispatchable(session, now, self._settings.batch_max_jobs)
         batches = _resends(session, due)
         fresh = [job for job in due if job.batch_id is None]
-        hold_until = self._held_until(fresh, now)
+        hold_until = self._held_until(session, fresh, now)
         if hold_until is None:
             batches.update(self._fresh_batches(fresh))
         return Plan(batches, hold_until)
 
-    def _held_until(self, fresh: list[Job], now: datetime) -> datetime | None:
-        """When a partial batch's oldest job has waited its window, if that is still ahead."""
+    def _held_until(self, session: Session, fresh: list[Job], now: datetime) -> datetime | None:
+        """When a partial batch's oldest job has waited its window, if that is still ahead and
+        the orchestrator is busy with other jobs (on an idle stack waiting gains nothing)."""
         if not fresh or len(fresh) >= self._settings.batch_max_jobs:
             return None
         ready_at = min(job.created_at for job in fresh) + self._window
-        return ready_at if ready_at > now else None
+        if ready_at <= now or not repository.any_in_flight(session):
+            return None
+        return ready_at
 
     def _fresh_batches(self, fresh: list[Job]) -> dict[str, Batch]:
         """Jobs with the same inference parameters, in creation order, up to the batch size."""

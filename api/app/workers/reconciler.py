@@ -60,7 +60,7 @@ class Reconciler(Worker):
         return 0  # polling is never urgent: wait a full interval between rounds
 
     def _sweep_orphans(self) -> None:
-        """Remove orphan uploads; once a minute is plenty."""
+        """Remove orphan uploads and stale partial ones; once a minute is plenty."""
         if time.monotonic() < self._next_sweep:
             return
         self._next_sweep = time.monotonic() + ORPHAN_SWEEP_EVERY_S
@@ -68,6 +68,8 @@ class Reconciler(Worker):
             removed = intake.remove_orphan_uploads(session, self._storage, ORPHAN_SWEEP_EVERY_S)
         if removed:
             log.info("storage.orphan_uploads_removed", extra={"count": removed})
+        if removed := self._storage.remove_stale_temp_files():
+            log.info("storage.stale_temp_removed", extra={"count": removed})
 
     def _ask(self, execution_id: str | None, batch_id: str | None) -> Execution | None:
         try:

@@ -175,13 +175,11 @@ def test_jobs_with_different_models_or_parameters_go_in_different_batches(
 ) -> None:
     push_model(kestra_client, "a.pt")
     push_model(kestra_client, "b.pt")
-    ids = {
-        "a": [job["id"] for job in jobs_of_response(send(kestra_client, 2, model="a.pt"))],
-        "a-conf": [
-            job["id"] for job in jobs_of_response(send(kestra_client, model="a.pt", confidence=0.5))
-        ],
-        "b": [job["id"] for job in jobs_of_response(send(kestra_client, model="b.pt"))],
-        "default": [job["id"] for job in jobs_of_response(send(kestra_client))],
+    sent = {
+        ("models/a.pt", 0.25): send(kestra_client, 2, model="a.pt"),
+        ("models/a.pt", 0.5): send(kestra_client, model="a.pt", confidence=0.5),
+        ("models/b.pt", 0.25): send(kestra_client, model="b.pt"),
+        ("yolo11n.pt", 0.25): send(kestra_client),
     }
 
     assert resources_of(kestra_client).dispatcher.run_once() == 5
@@ -191,10 +189,8 @@ def test_jobs_with_different_models_or_parameters_go_in_different_batches(
         for execution in kestra.state.executions.values()
     }
     assert runs == {
-        tuple(ids["a"]): ("models/a.pt", 0.25),
-        tuple(ids["a-conf"]): ("models/a.pt", 0.5),
-        tuple(ids["b"]): ("models/b.pt", 0.25),
-        tuple(ids["default"]): ("yolo11n.pt", 0.25),
+        tuple(job["id"] for job in jobs_of_response(response)): inputs
+        for inputs, response in sent.items()
     }
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
@@ -28,12 +30,23 @@ JOBS = (
 )
 SUBMISSION = Submission(BATCH_ID, JOBS, "yolo11n.pt", 0.25, 640)
 
+AdapterFactory = Callable[..., KestraOrchestrator]
+
 
 @pytest.fixture
-def adapter(make_settings: SettingsFactory, kestra: KestraStandin) -> Iterator[KestraOrchestrator]:
-    orchestrator = KestraOrchestrator(
-        make_settings(**kestra_settings(kestra)), retry_backoff_s=0.01
-    )
+def make_adapter(make_settings: SettingsFactory, kestra: KestraStandin) -> AdapterFactory:
+    """Adapters to the stand-in, with these settings overridden."""
+
+    def factory(retry_backoff_s: float = 0.01, **overrides: Any) -> KestraOrchestrator:
+        settings = make_settings(**{**kestra_settings(kestra), **overrides})
+        return KestraOrchestrator(settings, retry_backoff_s=retry_backoff_s)
+
+    return factory
+
+
+@pytest.fixture
+def adapter(make_adapter: AdapterFactory) -> Iterator[KestraOrchestrator]:
+    orchestrator = make_adapter()
     yield orchestrator
     orchestrator.close()
 
@@ -105,29 +118,28 @@ def test_unknown_execution_is_not_found(adapter: KestraOrchestrator) -> None:
         adapter.get("doesnotexist")
 
 
-def test_bad_credentials_are_a_rejection_not_a_retry(
-    make_settings: SettingsFactory, kestra: KestraStandin
+@pytest.mark.parametrize(
+    ("overrides", "submission", "rejection"),
+    [
+        ({"kestra_password": "Wrong1234"}, SUBMISSION, (401, False)),
+        ({"kestra_flow_id": "nope"}, SUBMISSION, (404, False)),
+        ({}, replace(SUBMISSION, jobs=((JOBS[0][0], "../../etc/passwd"),)), (422, True)),
+    ],
+    ids=["bad-credentials", "missing-flow", "invalid-inputs"],
+)
+def test_a_4xx_is_a_rejection_not_a_retry(
+    make_adapter: AdapterFactory,
+    kestra: KestraStandin,
+    overrides: dict[str, str],
+    submission: Submission,
+    rejection: tuple[int, bool],
 ) -> None:
-    settings = make_settings(**{**kestra_settings(kestra), "kestra_password": "Wrong1234"})
-    adapter = KestraOrchestrator(settings, retry_backoff_s=0.01)
+    adapter = make_adapter(**overrides)
     with pytest.raises(OrchestratorRejected) as exc:
-        adapter.submit(SUBMISSION)
-    assert exc.value.status_code == 401
-    assert not exc.value.job_fault
+        adapter.submit(submission)
+    assert (exc.value.status_code, exc.value.job_fault) == rejection  # the jobs' fault on a 422
     assert kestra.state.executions == {}
     assert len(kestra.state.requests) == 1  # no retries on a 4xx
-
-
-def test_missing_flow_is_404_rejection(
-    make_settings: SettingsFactory, kestra: KestraStandin
-) -> None:
-    adapter = KestraOrchestrator(
-        make_settings(**kestra_settings(kestra), kestra_flow_id="nope"), retry_backoff_s=0.01
-    )
-    with pytest.raises(OrchestratorRejected) as exc:
-        adapter.submit(SUBMISSION)
-    assert exc.value.status_code == 404
-    assert not exc.value.job_fault
 
 
 def test_disabled_flow_is_409_rejection(adapter: KestraOrchestrator, kestra: KestraStandin) -> None:
@@ -135,17 +147,6 @@ def test_disabled_flow_is_409_rejection(adapter: KestraOrchestrator, kestra: Kes
     with pytest.raises(OrchestratorRejected) as exc:
         adapter.submit(SUBMISSION)
     assert exc.value.status_code == 409
-
-
-def test_invalid_inputs_are_422_and_the_jobs_fault(
-    adapter: KestraOrchestrator, kestra: KestraStandin
-) -> None:
-    bad = Submission(BATCH_ID, ((JOBS[0][0], "../../etc/passwd"),), "yolo11n.pt", 0.25, 640)
-    with pytest.raises(OrchestratorRejected) as exc:
-        adapter.submit(bad)
-    assert exc.value.status_code == 422
-    assert exc.value.job_fault
-    assert kestra.state.executions == {}
 
 
 def test_5xx_is_retried_after_looking_the_label_up(
@@ -161,38 +162,36 @@ def test_5xx_is_retried_after_looking_the_label_up(
     assert execution.batch_id == BATCH_ID
 
 
-def test_created_then_500_is_not_started_twice(
-    adapter: KestraOrchestrator, kestra: KestraStandin
+# Kestra creates asynchronously: the execution may show in search only a while after.
+@pytest.mark.parametrize("visibility_delay_s", [0.0, 1.5], ids=["at-once", "queued"])
+@pytest.mark.parametrize(
+    ("fault", "value"),
+    [("create_then_fail", True), ("delay_s", 0.6)],  # answered 500, or after the read timeout
+    ids=["created-then-500", "read-timeout"],
+)
+def test_an_unclear_create_is_looked_up_not_repeated(
+    make_adapter: AdapterFactory,
+    kestra: KestraStandin,
+    fault: str,
+    value: object,
+    visibility_delay_s: float,
 ) -> None:
-    kestra.state.faults.create_then_fail = True
-    execution = adapter.submit(SUBMISSION)
-    assert list(kestra.state.executions) == [execution.id]
-
-
-@pytest.mark.parametrize("fault", ["create_then_fail", "delay_s"])
-def test_an_unclear_create_is_not_repeated_while_kestra_still_queues_it(
-    make_settings: SettingsFactory, kestra: KestraStandin, fault: str
-) -> None:
-    # Kestra creates asynchronously: the execution shows in search only after a while.
-    kestra.state.visibility_delay_s = 1.5
-    overrides = {"kestra_visibility_grace_s": 4.0, "kestra_read_timeout_s": 0.3}
-    adapter = KestraOrchestrator(make_settings(**{**kestra_settings(kestra), **overrides}))
-    if fault == "create_then_fail":
-        kestra.state.faults.create_then_fail = True  # created, then answered 500
-    else:
-        kestra.state.faults.delay_s = 0.6  # created, but answered after the read timeout
+    kestra.state.visibility_delay_s = visibility_delay_s
+    adapter = make_adapter(
+        retry_backoff_s=0.5, kestra_visibility_grace_s=4.0, kestra_read_timeout_s=0.3
+    )
+    setattr(kestra.state.faults, fault, value)
     execution = adapter.submit(SUBMISSION)
     assert list(kestra.state.executions) == [execution.id]  # one execution for the batch
 
 
 def test_the_queue_window_is_real_without_the_grace(
-    make_settings: SettingsFactory, kestra: KestraStandin
+    make_adapter: AdapterFactory, kestra: KestraStandin
 ) -> None:
     """What the grace prevents: looking once, right away, misses the queued execution."""
     kestra.state.visibility_delay_s = 1.5
-    settings = make_settings(**{**kestra_settings(kestra), "kestra_visibility_grace_s": 0.0})
     kestra.state.faults.create_then_fail = True
-    KestraOrchestrator(settings, retry_backoff_s=0.01).submit(SUBMISSION)
+    make_adapter(kestra_visibility_grace_s=0.0).submit(SUBMISSION)
     assert len(kestra.state.executions) == 2  # the batch started twice
 
 
@@ -209,16 +208,6 @@ def test_down_is_unavailable(adapter: KestraOrchestrator, kestra: KestraStandin)
         adapter.submit(SUBMISSION)
     with pytest.raises(OrchestratorUnavailable):
         adapter.ping()
-
-
-def test_read_timeout_then_label_lookup(
-    make_settings: SettingsFactory, kestra: KestraStandin
-) -> None:
-    settings = make_settings(**{**kestra_settings(kestra), "kestra_read_timeout_s": 0.3})
-    adapter = KestraOrchestrator(settings, retry_backoff_s=0.5)
-    kestra.state.faults.delay_s = 0.6  # Kestra creates the execution, but answers too late
-    execution = adapter.submit(SUBMISSION)
-    assert list(kestra.state.executions) == [execution.id]
 
 
 @pytest.mark.parametrize(

@@ -3,25 +3,42 @@ between."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 
-from app.jobs.models import Job
+from app.jobs.models import Job, JobStatus
 from app.jobs.service import utcnow
 from tests.api.factories import kestra_settings, upload
 from tests.support.api_app import SettingsFactory, keyed_client, resources_of
 from tests.support.kestra import KestraStandin, jobs_of
 from tests.support.wait import wait_until
 
+KestraApp = Callable[..., AbstractContextManager[TestClient]]
+
+
+@pytest.fixture
+def kestra_app(make_settings: SettingsFactory, kestra: KestraStandin) -> KestraApp:
+    """Clients of an app that sends to the stand-in, with these settings overridden."""
+    return lambda **overrides: keyed_client(make_settings(**(kestra_settings(kestra) | overrides)))
+
+
+def update_jobs(client: TestClient, *where: ColumnElement[bool], **values: object) -> None:
+    with resources_of(client).sessions() as session:
+        session.execute(update(Job).where(*where).values(**values))
+        session.commit()
+
 
 def make_due(client: TestClient) -> None:
     """Skip the back-off wait instead of sleeping through it."""
-    with resources_of(client).sessions() as session:
-        session.execute(update(Job).values(next_dispatch_at=utcnow() - timedelta(seconds=1)))
-        session.commit()
+    update_jobs(client, next_dispatch_at=utcnow() - timedelta(seconds=1))
 
 
 def statuses(client: TestClient, ids: list[str]) -> list[str]:
@@ -47,11 +64,8 @@ def test_queued_jobs_travel_as_one_labelled_batch(
         assert job["batch_id"] == execution["inputs"]["batch_id"] == label(execution, "batch_id")
 
 
-def test_a_batch_holds_at_most_batch_max_jobs(
-    make_settings: SettingsFactory, kestra: KestraStandin
-) -> None:
-    settings = make_settings(**kestra_settings(kestra), batch_max_jobs=2)
-    with keyed_client(settings) as client:
+def test_a_batch_holds_at_most_batch_max_jobs(kestra_app: KestraApp, kestra: KestraStandin) -> None:
+    with kestra_app(batch_max_jobs=2) as client:
         ids = upload(client, 3)
         dispatcher = resources_of(client).dispatcher
         assert dispatcher.run_once() == 2  # oldest first
@@ -65,9 +79,7 @@ def test_jobs_with_different_parameters_travel_apart(
     kestra_client: TestClient, kestra: KestraStandin
 ) -> None:
     ids = upload(kestra_client, 3)
-    with resources_of(kestra_client).sessions() as session:
-        session.execute(update(Job).where(Job.id == ids[1]).values(confidence=0.6))
-        session.commit()
+    update_jobs(kestra_client, Job.id == ids[1], confidence=0.6)
     assert resources_of(kestra_client).dispatcher.run_once() == 3
     by_confidence = {
         e["inputs"]["confidence"]: sorted(jobs_of(e)) for e in kestra.state.executions.values()
@@ -75,48 +87,55 @@ def test_jobs_with_different_parameters_travel_apart(
     assert by_confidence == {0.25: sorted([ids[0], ids[2]]), 0.6: [ids[1]]}
 
 
-def test_the_window_holds_a_partial_batch_until_its_oldest_job_is_old_enough(
-    make_settings: SettingsFactory, kestra: KestraStandin
+def occupy(client: TestClient) -> str:
+    """One job sent to the orchestrator (on an idle stack it leaves at once): the stack is busy."""
+    (job_id,) = upload(client)
+    assert resources_of(client).dispatcher.run_once() == 1
+    return job_id
+
+
+def test_a_lone_job_on_an_idle_stack_leaves_at_once_and_later_ones_wait_for_company(
+    kestra_app: KestraApp,
 ) -> None:
-    settings = make_settings(**kestra_settings(kestra), batch_window_s=60, batch_max_jobs=4)
-    with keyed_client(settings) as client:
+    with kestra_app(batch_window_s=60, batch_max_jobs=4) as client:
+        in_flight = occupy(client)
+        waiting = upload(client)
+        assert resources_of(client).dispatcher.run_once() == 0  # held while the stack is busy
+        update_jobs(client, Job.id == in_flight, status=JobStatus.SUCCEEDED)
+        assert resources_of(client).dispatcher.run_once() == 1  # idle again: it leaves
+        assert statuses(client, [in_flight, *waiting]) == ["succeeded", "submitted"]
+
+
+def test_the_window_holds_a_partial_batch_until_its_oldest_job_is_old_enough(
+    kestra_app: KestraApp, kestra: KestraStandin
+) -> None:
+    with kestra_app(batch_window_s=60, batch_max_jobs=4) as client:
         dispatcher = resources_of(client).dispatcher
+        occupy(client)
         first = upload(client)
         assert dispatcher.run_once() == 0  # held: more may join
-        assert 0 < dispatcher.next_wait_s() <= settings.dispatch_interval_s
+        assert 0 < dispatcher.next_wait_s() <= resources_of(client).settings.dispatch_interval_s
         second = upload(client, 2)
         assert dispatcher.run_once() == 0
-        with resources_of(client).sessions() as session:  # the oldest job's window is over
-            session.execute(
-                update(Job)
-                .where(Job.id == first[0])
-                .values(created_at=utcnow() - timedelta(seconds=61))
-            )
-            session.commit()
+        # The oldest job's window is over.
+        update_jobs(client, Job.id == first[0], created_at=utcnow() - timedelta(seconds=61))
         assert dispatcher.run_once() == 3
-        (execution,) = kestra.state.executions.values()
-        assert set(jobs_of(execution)) == {*first, *second}
+        batches = [set(jobs_of(e)) for e in kestra.state.executions.values()]
+        assert batches[1:] == [{*first, *second}]
 
 
-def test_the_window_sleep_ends_when_the_oldest_job_is_due(
-    make_settings: SettingsFactory, kestra: KestraStandin
-) -> None:
-    settings = make_settings(
-        **kestra_settings(kestra), batch_window_s=5, dispatch_interval_s=30, batch_max_jobs=4
-    )
-    with keyed_client(settings) as client:
+def test_the_window_sleep_ends_when_the_oldest_job_is_due(kestra_app: KestraApp) -> None:
+    with kestra_app(batch_window_s=5, dispatch_interval_s=30, batch_max_jobs=4) as client:
         dispatcher = resources_of(client).dispatcher
+        occupy(client)
         upload(client)
         assert dispatcher.run_once() == 0
         # The loop sleeps until the window closes (at most 5 s), not a whole 30 s interval.
         assert 0 < dispatcher.next_wait_s() <= 5
 
 
-def test_a_full_batch_leaves_without_waiting_for_the_window(
-    make_settings: SettingsFactory, kestra: KestraStandin
-) -> None:
-    settings = make_settings(**kestra_settings(kestra), batch_window_s=60, batch_max_jobs=3)
-    with keyed_client(settings) as client:
+def test_a_full_batch_leaves_without_waiting_for_the_window(kestra_app: KestraApp) -> None:
+    with kestra_app(batch_window_s=60, batch_max_jobs=3) as client:
         ids = upload(client, 3)
         assert resources_of(client).dispatcher.run_once() == 3
         assert statuses(client, ids) == ["submitted"] * 3
@@ -137,10 +156,9 @@ def test_kestra_down_then_up_loses_no_job(kestra_client: TestClient, kestra: Kes
 
 
 def test_a_retried_batch_is_resent_whole_under_its_id(
-    make_settings: SettingsFactory, kestra: KestraStandin
+    kestra_app: KestraApp, kestra: KestraStandin
 ) -> None:
-    settings = make_settings(**kestra_settings(kestra), batch_max_jobs=3)
-    with keyed_client(settings) as client:
+    with kestra_app(batch_max_jobs=3) as client:
         kestra.state.faults.fail_next = 1000
         ids = upload(client, 3)
         dispatcher = resources_of(client).dispatcher
@@ -175,13 +193,12 @@ def test_kestra_5xx_keeps_jobs_queued(kestra_client: TestClient, kestra: KestraS
 
 
 def test_crash_between_commit_and_dispatch_is_sent_after_restart(
-    make_settings: SettingsFactory, kestra: KestraStandin
+    kestra_app: KestraApp, kestra: KestraStandin
 ) -> None:
-    settings = make_settings(**kestra_settings(kestra))
-    with keyed_client(settings) as first:
+    with kestra_app() as first:
         ids = upload(first, 2)  # committed, never dispatched: the process "dies" here
     assert kestra.state.executions == {}
-    with keyed_client(settings) as second:
+    with kestra_app() as second:
         second.headers.update(first.headers)  # the same client, after the restart
         resources_of(second).dispatcher.run_once()
         assert statuses(second, ids) == ["submitted"] * 2
@@ -197,11 +214,7 @@ def test_crash_after_submit_adopts_the_execution_instead_of_starting_another(
     kestra.state.faults.create_then_fail = True
     resources.dispatcher.run_once()
     assert len(kestra.state.executions) == 1
-    with resources.sessions() as session:
-        session.execute(
-            update(Job).values(status="queued", execution_id=None, next_dispatch_at=utcnow())
-        )
-        session.commit()
+    update_jobs(kestra_client, status="queued", execution_id=None, next_dispatch_at=utcnow())
     resources.dispatcher.run_once()
     (execution,) = kestra.state.executions.values()
     for job_id in ids:
@@ -209,22 +222,17 @@ def test_crash_after_submit_adopts_the_execution_instead_of_starting_another(
         assert (job["status"], job["execution_id"]) == ("submitted", execution["id"])
 
 
-def test_bad_credentials_keep_jobs_queued(
-    make_settings: SettingsFactory, kestra: KestraStandin
-) -> None:
-    settings = make_settings(**{**kestra_settings(kestra), "kestra_password": "Wrong1234"})
-    with keyed_client(settings) as client:
+def test_bad_credentials_keep_jobs_queued(kestra_app: KestraApp) -> None:
+    with kestra_app(kestra_password="Wrong1234") as client:
         ids = upload(client)
         resources_of(client).dispatcher.run_once()
-        job = client.get(f"/v1/jobs/{ids[0]}").json()
-    assert job["status"] == "queued"
+        assert statuses(client, ids) == ["queued"]
 
 
 def test_inputs_refused_by_kestra_fail_the_batch(
-    make_settings: SettingsFactory, kestra: KestraStandin
+    kestra_app: KestraApp, kestra: KestraStandin
 ) -> None:
-    settings = make_settings(**kestra_settings(kestra), model="bad model name; rm -rf /")
-    with keyed_client(settings) as client:
+    with kestra_app(model="bad model name; rm -rf /") as client:
         ids = upload(client, 2)
         resources_of(client).dispatcher.run_once()
         jobs = [client.get(f"/v1/jobs/{job_id}").json() for job_id in ids]
@@ -233,11 +241,8 @@ def test_inputs_refused_by_kestra_fail_the_batch(
     assert kestra.state.executions == {}
 
 
-def test_background_dispatch_runs_on_upload(
-    make_settings: SettingsFactory, kestra: KestraStandin
-) -> None:
-    settings = make_settings(**kestra_settings(kestra), workers_enabled=True, batch_window_s=0.2)
-    with keyed_client(settings) as client:
+def test_background_dispatch_runs_on_upload(kestra_app: KestraApp, kestra: KestraStandin) -> None:
+    with kestra_app(workers_enabled=True, batch_window_s=0.2) as client:
         ids = upload(client, 2)
         wait_until(
             lambda: statuses(client, ids),
@@ -248,3 +253,23 @@ def test_background_dispatch_runs_on_upload(
         )
         assert statuses(client, ids) == ["submitted"] * 2
         assert len(kestra.state.executions) == 1
+
+
+def test_two_workers_on_one_database_send_each_job_exactly_once(
+    kestra_app: KestraApp, kestra: KestraStandin
+) -> None:
+    """Each uvicorn worker (or replica) runs its own dispatcher: SKIP LOCKED hands every job to
+    exactly one of them, however their rounds interleave."""
+    with kestra_app(batch_max_jobs=3) as one, kestra_app(batch_max_jobs=3) as two:
+        ids = [job_id for _ in range(4) for job_id in upload(one, 4)]
+        start = threading.Barrier(2)
+
+        def drain(client: TestClient) -> None:
+            start.wait()
+            while resources_of(client).dispatcher.run_once():
+                pass
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(drain, (one, two)))
+        assert [len(kestra.state.by_job(job_id)) for job_id in ids] == [1] * len(ids)
+        assert statuses(one, ids) == ["submitted"] * len(ids)

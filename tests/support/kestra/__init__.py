@@ -19,8 +19,8 @@ triggers, subflows, flowable tasks, `errors`/`finally`, concurrency limits, name
 BASIC auth and `allowFailed`, Pebble beyond `reference ?? literal`, retry types other than
 constant and `maxDuration`. Not emulated either: the UI, QUEUED and the RETRYING execution
 state, internal storage (`kestra://`), flow revisions and flow CRUD/validation endpoints,
-Postgres (executions live in a JSON file: a Postgres restart does not touch the stand-in),
-worker/executor separation, log streaming while a task runs, image pull authentication,
+the kill and logs endpoints, Postgres (executions live in a JSON file: a Postgres restart
+does not touch the stand-in), worker/executor separation, image pull authentication,
 pagination beyond `size`.
 """
 

@@ -39,12 +39,10 @@ def resolve_placeholders(value: Any, env: Mapping[str, str]) -> Any:
         return value
 
     def sub(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in env:
-            return env[name]
-        if default is None:
+        name, default = match.groups()
+        if name not in env and default is None:
             raise SystemExit(f"Could not resolve placeholder ${{{name}}}")
-        return default
+        return env.get(name, default)
 
     return _PLACEHOLDER.sub(sub, value)
 
@@ -95,25 +93,22 @@ def load_flow(flow_path: Path) -> dict[str, Any]:
     files = sorted([*flow_path.glob("**/*.yml"), *flow_path.glob("**/*.yaml")])
     if len(files) != 1:
         raise SystemExit(f"the stand-in runs exactly one flow; found {len(files)} in {flow_path}")
-    raw = yaml.safe_load(files[0].read_text())
+    raw: dict[str, Any] = yaml.safe_load(files[0].read_text())
     try:
         check_flow(raw)
     except Unsupported as exc:
         raise SystemExit(f"{files[0]}: {exc}") from None
-    return raw  # type: ignore[no-any-return]
+    return raw
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Kestra stand-in (tests only)")
-    parser.add_argument("command", nargs="*", help="server standalone (as Kestra's CLI)")
+    parser.add_argument("command", choices=["server"])  # Kestra's CLI: server standalone
+    parser.add_argument("mode", choices=["standalone", "local"])
     parser.add_argument("-c", "--config", type=Path, required=True)
     parser.add_argument("--flow-path", type=Path, required=True)
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--management-port", type=int, default=8081)
     parser.add_argument("--no-tutorials", action="store_true", help="load no tutorial flows")
     args, env = parser.parse_args(argv), dict(os.environ)
-    if args.command not in (["server", "standalone"], ["server", "local"]):
-        parser.error("expected `server standalone`")
     settings = read_config(args.config, env)
     if settings.tutorials and not args.no_tutorials:
         raise SystemExit(
@@ -140,19 +135,18 @@ def main(argv: list[str] | None = None) -> int:
             envs={k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix)},
             volumes_enabled=settings.volumes_enabled,
             threads=int(env.get("STANDIN_WORKER_THREADS", "4")),
-            drain_timeout_s=float(env.get("STANDIN_DRAIN_TIMEOUT_S", "330")),
         ),
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     executor.start()
-    api, _ = serve_in_thread(build_app(state), "0.0.0.0", args.port)
-    management, _ = serve_in_thread(management_app(), "0.0.0.0", args.management_port)
+    api, _ = serve_in_thread(build_app(state), "0.0.0.0", 8080)
+    management, _ = serve_in_thread(management_app(), "0.0.0.0", 8081)
     volumes = "enabled" if settings.volumes_enabled else "IGNORED (volume-enabled is not set)"
     print(
         f"Kestra stand-in: flow {state.checked_flow.namespace}.{state.checked_flow.id}, "
-        f"API :{args.port}, management :{args.management_port}, task volumes {volumes}",
+        f"API :8080, management :8081, task volumes {volumes}",
         flush=True,
     )
     stop.wait()

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 import uvicorn
 import yaml
@@ -178,29 +178,6 @@ def get_execution(execution_id: str, state: State) -> JSONResponse:
     return JSONResponse(execution)
 
 
-@router.delete("/api/v1/main/executions/{execution_id}/kill")
-def kill(execution_id: str, state: State) -> JSONResponse:
-    if execution_id not in state.executions:
-        return _error(404, "not found")
-    if state.on_kill is not None:
-        state.on_kill(execution_id)
-    else:
-        state.set_state(execution_id, "KILLING")
-        state.set_state(execution_id, "KILLED")
-    return JSONResponse({}, 202)
-
-
-@router.get("/api/v1/main/logs/{execution_id}")
-def logs(execution_id: str, state: State) -> list[dict[str, Any]]:
-    with state.lock:
-        return list(state.logs.get(execution_id, []))
-
-
-@router.get("/_standin/faults")
-def get_faults(state: State) -> dict[str, Any]:
-    return state.faults.model_dump()
-
-
 @router.post("/_standin/faults")
 async def set_faults(request: Request, state: State) -> JSONResponse:
     """Switch faults on or off; unknown names or wrong types are refused (400)."""
@@ -214,16 +191,11 @@ async def set_faults(request: Request, state: State) -> JSONResponse:
     return JSONResponse(state.faults.model_dump())
 
 
-@router.get("/_standin/containers")
-def containers(state: State) -> list[dict[str, Any]]:
+@router.get("/_standin/{kind}")
+def records(kind: Literal["containers", "callbacks"], state: State) -> list[dict[str, Any]]:
+    """The task containers or the afterExecution requests the executor ran."""
     with state.lock:
-        return copy.deepcopy(state.containers)
-
-
-@router.get("/_standin/callbacks")
-def callbacks(state: State) -> list[dict[str, Any]]:
-    with state.lock:
-        return copy.deepcopy(state.callbacks)
+        return copy.deepcopy(getattr(state, kind))
 
 
 def build_app(state: StandinState) -> FastAPI:

@@ -54,7 +54,7 @@ def _outputs(stdout: str, log: Callable[[str], None]) -> dict[str, Any]:
 
 
 class TaskContainers:
-    """Runs task containers, records them in the state, kills an execution's running one."""
+    """Runs task containers and records them in the state."""
 
     def __init__(
         self, state: StandinState, docker: Callable[[], DockerClient], volumes_enabled: bool
@@ -62,7 +62,6 @@ class TaskContainers:
         self.state = state
         self.docker = docker
         self.volumes_enabled = volumes_enabled
-        self._running: dict[str, Container] = {}  # execution id -> its container
 
     def run(
         self, execution_id: str, task: CommandsTask, attempt: int, render: Callable[[str], str]
@@ -92,11 +91,7 @@ class TaskContainers:
             volumes=volumes,
             working_dir=f"/kestra-wd/{secrets.token_hex(8)}",  # created by Docker, root-owned
             network_mode=network,
-            labels={
-                LABEL: execution_id,
-                "io.kestra.standin.task": task.id,
-                "io.kestra.standin.attempt": str(attempt),
-            },
+            labels={LABEL: execution_id},
         )
         record: dict[str, Any] = {
             "executionId": execution_id,
@@ -114,7 +109,6 @@ class TaskContainers:
         }
         with self.state.change():
             self.state.containers.append(record)
-            self._running[execution_id] = container
         log(f"container {str(container.id)[:12]} ({image})")
         try:
             container.start()
@@ -123,7 +117,6 @@ class TaskContainers:
             stderr = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
         finally:
             with self.state.change():
-                self._running.pop(execution_id, None)
                 record["finishedAt"] = now()
             if runner.delete:
                 self._remove(container)
@@ -132,11 +125,6 @@ class TaskContainers:
         for line in stderr.splitlines()[-20:]:
             log(f"stderr: {line}")
         return code, _outputs(stdout, log)
-
-    def kill(self, execution_id: str) -> None:
-        if (container := self._running.get(execution_id)) is not None:
-            with contextlib.suppress(*DOCKER_ERRORS):
-                container.kill()
 
     def remove_leftovers(self, execution_id: str) -> None:
         """The containers a crash left behind for this execution."""

@@ -14,7 +14,7 @@ import httpx
 from docker import DockerClient
 
 from tests.support.kestra.containers import DOCKER_ERRORS, TaskContainers
-from tests.support.kestra.flow import TYPES, CommandsTask, RequestTask
+from tests.support.kestra.flow import TYPES, CommandsTask, RequestTask, Retry
 from tests.support.kestra.pebble import RenderError, render
 from tests.support.kestra.state import TERMINAL, StandinState, now, push_state, short_id
 
@@ -24,7 +24,7 @@ class ExecutorConfig:
     envs: dict[str, str]  # what the flow sees as `envs`
     volumes_enabled: bool  # the Docker runner's volume-enabled flag
     threads: int = 4
-    drain_timeout_s: float = 330.0
+    drain_timeout_s: float = 330.0  # within compose's stop_grace_period (6m)
 
 
 class AttemptFailed(Exception):
@@ -45,13 +45,13 @@ def _ended(item: dict[str, Any]) -> bool:
 
 class FlowExecutor:
     """Runs executions of the (single) flow, `threads` at a time: CREATED -> RUNNING ->
-    SUCCESS | FAILED | KILLED with histories; every attempt of a task in `taskRunList`
-    (`timeout` per attempt, constant `retry`: the task run shows RETRYING, the execution stays
-    RUNNING); the flow's typed `outputs`; then the `afterExecution` Request tasks with
-    `execution.state` = the final state (their failure does not change it). On stop, running
-    executions finish (callbacks included) and queued ones stay CREATED for the next start;
-    ones a crash left RUNNING start again from their first unfinished task, once the
-    containers they left behind are removed."""
+    SUCCESS | FAILED with histories; every attempt of a task in `taskRunList` (`timeout` per
+    attempt, constant `retry`: the task run shows RETRYING, the execution stays RUNNING); the
+    flow's typed `outputs`; then the `afterExecution` Request tasks with `execution.state` =
+    the final state (their failure does not change it). On stop, running executions finish
+    (callbacks included) and queued ones stay CREATED for the next start; ones a crash left
+    RUNNING start again from their first unfinished task, once the containers they left
+    behind are removed."""
 
     def __init__(
         self, state: StandinState, docker: Callable[[], DockerClient], config: ExecutorConfig
@@ -63,9 +63,8 @@ class FlowExecutor:
         self._queue: deque[str] = deque()
         self._cond = threading.Condition()
         self._stopping = False
-        self._killed: set[str] = set()
         self._workers: list[threading.Thread] = []
-        state.on_created, state.on_kill, state.on_faults = self.submit, self.kill, self.poke
+        state.on_created, state.on_faults = self.submit, self.poke
 
     def start(self) -> None:
         try:
@@ -96,16 +95,6 @@ class FlowExecutor:
         """Wake the workers (a fault changed: `hold` may have been released)."""
         with self._cond:
             self._cond.notify_all()
-
-    def kill(self, execution_id: str) -> None:
-        with self.state.change():
-            execution = self.state.executions[execution_id]
-            if _ended(execution):
-                return
-            self._killed.add(execution_id)
-            push_state(execution["state"], "KILLING")
-        self.containers.kill(execution_id)
-        self.poke()
 
     def _resume(self) -> None:
         """After a restart: queued executions run; interrupted ones start their task again."""
@@ -157,22 +146,19 @@ class FlowExecutor:
             if execution["state"]["current"] != "RUNNING":
                 push_state(execution["state"], "RUNNING")
         done = {run["taskId"] for run in execution["taskRunList"] if _ended(run)}
-        # Task by task until one does not succeed or the execution is killed.
+        # Task by task until one does not succeed.
         succeeded = all(
             task.id in done
-            or (
-                execution_id not in self._killed
-                and self._run_task(execution, task, None)["state"]["current"] == "SUCCESS"
-            )
+            or self._run_task(execution, task, None)["state"]["current"] == "SUCCESS"
             for task in self.flow.tasks
         )
-        final = "KILLED" if execution_id in self._killed else "SUCCESS" if succeeded else "FAILED"
+        final = "SUCCESS" if succeeded else "FAILED"
         context = self._context(execution, None)
         try:
             outputs = {o.id: TYPES[o.type](render(o.value, context)) for o in self.flow.outputs}
         except ValueError as exc:  # RenderError included
             self.state.log(execution_id, f"Failed to render output values: {exc}")
-            outputs, final = {}, "FAILED" if final == "SUCCESS" else final
+            outputs, final = {}, "FAILED"
         with self.state.change():
             execution["outputs"] = outputs
             push_state(execution["state"], final)
@@ -183,14 +169,12 @@ class FlowExecutor:
         if not self.flow.after_execution:
             return
         with self.state.change():
-            drop = self.state.faults.drop_callbacks > 0
-            if drop:
+            if self.state.faults.drop_callbacks > 0:
                 self.state.faults.drop_callbacks -= 1
                 dropped = {"executionId": execution["id"], "state": final, "dropped": True}
                 self.state.callbacks.append(dropped)
-        if drop:
-            self.state.log(execution["id"], "fault: afterExecution dropped (no callback sent)")
-            return
+                self.state.log(execution["id"], "fault: afterExecution dropped (no callback sent)")
+                return
         for task in self.flow.after_execution:
             self._run_task(execution, task, final)
 
@@ -198,7 +182,7 @@ class FlowExecutor:
         self, execution: dict[str, Any], task: CommandsTask | RequestTask, final: str | None
     ) -> dict[str, Any]:
         """One task run in taskRunList: attempt after attempt at the retry's constant interval
-        (the run shows RETRYING meanwhile) until one succeeds, none is left or a kill."""
+        (the run shows RETRYING meanwhile) until one succeeds or none is left."""
         run: dict[str, Any] = {
             "id": short_id(),
             "executionId": execution["id"],
@@ -211,10 +195,8 @@ class FlowExecutor:
         }
         with self.state.change():
             execution["taskRunList"].append(run)
-        attempts, interval = (
-            (task.retry.max_attempts, task.retry.interval) if task.retry else (1, 0)
-        )
-        for number in range(1, attempts + 1):
+        retry = task.retry or Retry.model_validate({"type": "constant", "maxAttempts": 1})
+        for number in range(1, retry.max_attempts + 1):
             attempt = {"state": push_state({"startDate": now()}, "RUNNING")}
             with self.state.change():
                 push_state(run["state"], "RUNNING")
@@ -227,18 +209,15 @@ class FlowExecutor:
                     outputs = self._request(execution["id"], task, number, context)
             except FAILURES as exc:
                 self.state.log(execution["id"], f"attempt {number} failed: {exc}", task=task.id)
-                killed = execution["id"] in self._killed
-                last = killed or number == attempts
+                last = number == retry.max_attempts
                 with self.state.change():
                     push_state(attempt["state"], "FAILED")
                     if isinstance(exc, AttemptFailed) and exc.outputs is not None:
                         run["outputs"] = exc.outputs
-                    push_state(
-                        run["state"], "KILLED" if killed else "FAILED" if last else "RETRYING"
-                    )
+                    push_state(run["state"], "FAILED" if last else "RETRYING")
                 if last:
                     break
-                time.sleep(interval)
+                time.sleep(retry.interval)
             else:
                 with self.state.change():
                     run["outputs"] = outputs
@@ -254,8 +233,6 @@ class FlowExecutor:
         in_context = functools.partial(render, context=context)
         code, variables = self.containers.run(execution_id, task, attempt, in_context)
         outputs = {"vars": variables, "exitCode": code}
-        if execution_id in self._killed:
-            raise AttemptFailed("killed", outputs)
         if code is None:
             raise AttemptFailed(f"Timeout after {task.timeout} s")
         if code != 0:

@@ -144,10 +144,8 @@ def _complaint(error: ErrorDetails) -> str:
 
 
 def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, list):
-        for item in value:
+    if isinstance(value, (dict, list)):
+        for item in value.values() if isinstance(value, dict) else value:
             yield from _strings(item)
     elif isinstance(value, str):
         yield value

@@ -79,8 +79,6 @@ def _text(value: Any) -> str:
     """How Pebble prints a value (Java's toString for the types inputs and outputs have)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e7:
-        return f"{value:.1f}"
     if isinstance(value, (dict, list)):
         raise RenderError("rendering a map or list into a string is not emulated")
     return str(value)

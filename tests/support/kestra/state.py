@@ -83,16 +83,15 @@ class StandinState:
     # Executor mode: what ran, for the tests and for humans reading `docker logs`.
     containers: list[dict[str, Any]] = field(default_factory=list)
     callbacks: list[dict[str, Any]] = field(default_factory=list)
-    logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    logs: dict[str, list[str]] = field(default_factory=dict)
     base_url: str = "http://kestra/"
     store: Path | None = None  # executor mode: where the state survives restarts
     # Kestra's create only puts the execution on a queue: search and GET find it once the
     # executor has written it to the repository (ExecutionController.createExecution).
     visibility_delay_s: float = 0.0
     visible_at: dict[str, float] = field(default_factory=dict)  # monotonic clock
-    # What the executor does (executor mode); in-process, a kill is immediate.
+    # What the executor does (executor mode).
     on_created: Callable[[str], None] = lambda _: None
-    on_kill: Callable[[str], None] | None = None
     on_faults: Callable[[], None] = lambda: None
 
     def __post_init__(self) -> None:
@@ -103,11 +102,10 @@ class StandinState:
         """Kestra 1.3 (BasicAuthService) stores configured credentials only if the username is
         an email and the password has 8-256 characters with a lower-case letter, an
         upper-case letter and a digit; otherwise every API call is 401, whatever is sent."""
-        password = self.password
         return bool(
             _EMAIL.fullmatch(self.username)
-            and 8 <= len(password) <= 256
-            and all(re.search(kind, password) for kind in ("[a-z]", "[A-Z]", "[0-9]"))
+            and 8 <= len(self.password) <= 256
+            and all(re.search(kind, self.password) for kind in ("[a-z]", "[A-Z]", "[0-9]"))
         )
 
     def visible(self, execution_id: str) -> bool:
@@ -160,7 +158,6 @@ class StandinState:
             self.faults = Faults.model_validate(data.get("faults", {}))
 
     def log(self, execution_id: str, message: str, *, task: str | None = None) -> None:
-        entry = {"timestamp": now(), "level": "INFO", "taskId": task, "message": message}
         with self.lock:
-            self.logs.setdefault(execution_id, []).append(entry)
+            self.logs.setdefault(execution_id, []).append(message)
         print(f"[{execution_id}]{f' {task}' if task else ''} {message}", flush=True)

@@ -6,10 +6,15 @@ the invariant every test ends with."""
 
 from __future__ import annotations
 
+import os
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tests.support.compose import STANDIN_FILES, Compose, build_secret_env, secrets_env
-from tests.support.engine import Docker
+from tests.support.builds import build_inference_image
+from tests.support.compose import STANDIN_FILES, Compose, build_secret_env, new_project, secrets_env
+from tests.support.engine import OFFLINE_DEBIAN, OFFLINE_POSTGRES, OFFLINE_PYTHON, Docker
 from tests.support.kestra.containers import LABEL as TASK_LABEL
 from tests.support.net import free_port
 from tests.support.paths import ROOT
@@ -20,25 +25,29 @@ from tests.support.stack.volume import SharedVolume
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def stack_env(project: str, images: dict[str, str]) -> dict[str, str]:
-    """What every stand-in stack needs: fresh secrets, its own images (API_IMAGE,
-    KESTRA_STANDIN_IMAGE, PYTHON_BASE_IMAGE, POSTGRES_IMAGE, INFERENCE_IMAGE), volume name and
-    ports, and the CA bundle for its builds."""
-    return {
-        **secrets_env(),
-        **images,
-        "SHARED_VOLUME_NAME": f"{project}-shared",
-        "API_PORT": str(free_port()),
-        "KESTRA_PORT": str(free_port()),
-        **build_secret_env(),
-    }
+# What a missing prerequisite does: skip (fail in CI) for the tests, exit for the benchmark.
+Need = Callable[[bool, str], None]
+
+
+def ensure_inference_image(docker: Docker, need: Need) -> str:
+    """INFERENCE_IMAGE (default yolo-inference:local), built with docker/inference/build.sh
+    when missing (minutes, once)."""
+    tag = os.environ.get("INFERENCE_IMAGE") or "yolo-inference:local"
+    if not docker.image_exists(tag):
+        offline = docker.image_exists(OFFLINE_DEBIAN) or bool(os.environ.get("BASE_IMAGE"))
+        need(offline, f"{OFFLINE_DEBIAN} is missing (make offline-images)")
+        print(f"building {tag} with docker/inference/build.sh", file=sys.stderr, flush=True)
+        failure = build_inference_image(tag, timeout_s=1800)
+        if failure is not None:
+            raise RuntimeError(f"building {tag} failed:\n{failure}")
+    return tag
 
 
 @dataclass
 class Stack:
     compose: Compose
-    inference_image: str
     base_image: str
+    role: str  # "e2e" or "bench": its project prefix, image tags and log name
     expected_failed: set[str] = field(default_factory=set)  # jobs a test made fail
 
     def __post_init__(self) -> None:
@@ -50,9 +59,28 @@ class Stack:
         self.volume = SharedVolume(self.docker, self.compose.volume, self.base_image)
 
     @classmethod
-    def create(cls, docker: Docker, project: str, env: dict[str, str], base_image: str) -> Stack:
-        compose = Compose(docker, project, env, STANDIN_FILES)
-        return cls(compose, env["INFERENCE_IMAGE"], base_image)
+    def create(cls, docker: Docker, role: str, env: dict[str, str], need: Need) -> Stack:
+        """A stack, not up yet, with everything of its own: compose project, fresh secrets,
+        volume name, ports, and API and stand-in image tags (never retag the images a
+        concurrent run of the other role uses), on PYTHON_BASE_IMAGE and POSTGRES_IMAGE (the
+        offline ones by default). `env` (INFERENCE_IMAGE at least) goes on top."""
+        base = os.environ.get("PYTHON_BASE_IMAGE") or OFFLINE_PYTHON
+        postgres = os.environ.get("POSTGRES_IMAGE") or OFFLINE_POSTGRES
+        for image in (base, postgres):
+            need(docker.image_exists(image), f"image {image} is missing (make offline-images)")
+        project = new_project(f"yolo{role}")
+        own = {
+            **secrets_env(),
+            "API_IMAGE": f"yolo-api:{role}",
+            "KESTRA_STANDIN_IMAGE": f"yolo-kestra-standin:{role}",
+            "PYTHON_BASE_IMAGE": base,
+            "POSTGRES_IMAGE": postgres,
+            "SHARED_VOLUME_NAME": f"{project}-shared",
+            "API_PORT": str(free_port()),
+            "KESTRA_PORT": str(free_port()),
+            **build_secret_env(),
+        }
+        return cls(Compose(docker, project, {**own, **env}, STANDIN_FILES), base, role)
 
     @property
     def docker(self) -> Docker:
@@ -66,18 +94,25 @@ class Stack:
     def project(self) -> str:
         return self.compose.project
 
+    @property
+    def inference_image(self) -> str:
+        return self.env["INFERENCE_IMAGE"]
+
     def sql(self, query: str) -> list[list[str]]:
         """Rows of a query in the API's database."""
         return self.docker.psql(self.compose.container("postgres"), "yolo", query)
 
-    def up(self) -> None:
+    def up(self) -> float:
+        """Build, start and wait for every service to be healthy; the seconds it took."""
+        started = time.monotonic()
         self.compose("up", "-d", "--build", "--wait", "--wait-timeout", "300", timeout=1200)
+        return time.monotonic() - started
 
-    def down(self, name: str, *, keep: bool = False) -> None:
-        """Keep the logs in test-artifacts/<name>-<project>.log, then remove everything,
+    def down(self, *, keep: bool = False) -> None:
+        """Keep the logs in test-artifacts/<role>-<project>.log, then remove everything,
         task containers included (all but the logs when `keep`)."""
         ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / f"{name}-{self.project}.log").write_text(self.compose.logs())
+        (ARTIFACTS / f"{self.role}-{self.project}.log").write_text(self.compose.logs())
         if keep:
             return
         self.compose.down()

@@ -29,13 +29,9 @@ def scenes(first_seed: int, count: int) -> list[Scene]:
         seed = synthetic.HELD_OUT_SEED_START + first_seed + offset
         image, truth = synthetic.render_scene(seed)
         buffer = io.BytesIO()
-        if offset % 2:
-            image.save(buffer, format="PNG")
-            name = f"scene-{seed}.png"
-        else:
-            image.save(buffer, format="JPEG", quality=92)
-            name = f"scene-{seed}.jpg"
-        out.append(Scene(name, buffer.getvalue(), truth, image.size))
+        kind, suffix = ("PNG", "png") if offset % 2 else ("JPEG", "jpg")
+        image.save(buffer, format=kind, quality=92)  # PNG has no quality setting: ignored
+        out.append(Scene(f"scene-{seed}.{suffix}", buffer.getvalue(), truth, image.size))
     return out
 
 
