@@ -10,7 +10,7 @@ For each of the two it measures, in this order:
   image size, layers above the base image (bytes and count), build context size
 
 and checks our budgets: layers above the base <= 60 MB, no-op rebuild <= 3 % of our clean
-build, code-change rebuild <= 10 % of it, build context <= 200 KB. Exit status 1 when one is
+build, code-change rebuild <= 10 % of it, build context <= 300 KB. Exit status 1 when one is
 exceeded. The builds run on temporary copies of the build inputs, so the working tree is
 never modified.
 
@@ -49,12 +49,12 @@ STEPS = {
     "dep": "dependency-change rebuild",
 }
 # Our budgets by row: rebuilds as a share of our clean build, sizes in bytes. The context is
-# the app's own source (~135 KB with API keys); its budget is there to catch leaks (a venv,
-# .git, data), which weigh megabytes.
+# the app's own source and two build scripts (~200 KB, with the docs pages); its budget is
+# there to catch leaks (a venv, .git, data), which weigh megabytes.
 SHARE_BUDGETS = {"no-op rebuild": 0.03, "code-change rebuild": 0.10}
 BYTE_BUDGETS = {
     "layers above the base": (60_000_000, "60 MB"),
-    "build context": (200_000, "200 KB"),
+    "build context": (300_000, "300 KB"),
 }
 
 # Small pure-Python packages to add for the dependency-change build (the first one not

@@ -98,6 +98,29 @@ def api_image(docker: Docker, base_image: str, marked_ca_bundle: Path) -> Iterat
     docker.remove("image", tag)
 
 
+@pytest.fixture(scope="session")
+def minimal_image(
+    docker: Docker, base_image: str, marked_ca_bundle: Path, api_image: BuiltImage
+) -> Iterator[BuiltImage]:
+    """The minimal variant (--target minimal), built after `api_image`: their shared builder
+    stage comes from that --no-cache build, only the minimal stages run here."""
+    tag = f"yolo-api:test-minimal-{os.getpid()}"
+    build_args = {"BASE_IMAGE": base_image}
+    dockerfile = ROOT / "api" / "Dockerfile"
+    log = docker.build(ROOT, dockerfile, tag, build_args, marked_ca_bundle, target="minimal")
+    yield BuiltImage(tag, log, base_image, "minimal")
+    docker.remove("image", tag)
+
+
+@pytest.fixture(scope="session", params=["runtime", "minimal"])
+def variant(request: pytest.FixtureRequest) -> BuiltImage:
+    """Each variant of the API image in turn, for the tests both must pass."""
+    image: BuiltImage = request.getfixturevalue(
+        "api_image" if request.param == "runtime" else "minimal_image"
+    )
+    return image
+
+
 @pytest.fixture
 def unique_name() -> str:
     return f"yolotest-{secrets.token_hex(4)}"

@@ -25,18 +25,21 @@ pytestmark = pytest.mark.docker
 DEPENDENCY_INSTALL = "uv pip sync"
 
 
+BUILD_SCRIPTS = ("docker/with-build-ca.sh", "docker/minimal-rootfs.sh")  # bind-mounted by RUNs
+
+
 def test_context_is_small(docker: Docker) -> None:
     """What the daemon receives after .dockerignore."""
     files = context_files(docker, ROOT)
     total = sum(files.values())
-    assert total <= 200_000, f"build context is {total} bytes"  # scripts/build_metrics.py
+    assert total <= 300_000, f"build context is {total} bytes"  # scripts/build_metrics.py
     names = set(files)
     assert "api/requirements.lock" in names
     assert "api/app/main.py" in names
     leaked = [
         n
         for n in names
-        if not (n.startswith("api/") or n == "docker/with-build-ca.sh")
+        if not (n.startswith("api/") or n in BUILD_SCRIPTS)
         or re.search(r"(^|/)(\.env|\.git|tests|__pycache__|shared-data)(/|$)", n)
         or n.endswith((".pyc", ".egg-info"))
     ]

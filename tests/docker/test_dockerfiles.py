@@ -57,10 +57,15 @@ def test_api_dockerfile_shape() -> None:
     # Lock before code: the dependency install precedes every COPY of the source.
     assert text.index("COPY api/requirements.lock") < text.index("uv pip sync")
     assert text.index("uv pip sync") < text.index("COPY api/app")
-    assert re.search(r"^USER 1000:1000$", text, re.M)
-    assert text.index("install -d -o 1000 -g 1000") < text.index("USER 1000")
-    assert re.search(r"^CMD \[\"uvicorn\", \"app\.main:app\"", text, re.M)
-    assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[\"python\", \"-c\", .*urllib", text, re.M)
+    # Both variants: the default (`runtime`, last) and `minimal` (an empty base).
+    minimal = text[text.index("FROM scratch AS minimal") : text.index("AS runtime")]
+    runtime = text[text.index("AS runtime") :]
+    assert "COPY --from=minimal-rootfs /rootfs /" in minimal
+    assert runtime.index("install -d -o 1000 -g 1000") < runtime.index("USER 1000")
+    for stage in (minimal, runtime):
+        assert re.search(r"^USER 1000:1000$", stage, re.M)
+        assert re.search(r"^CMD \[\"uvicorn\", \"app\.main:app\"", stage, re.M)
+        assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[\"python\", \"-c\", .*urllib", stage, re.M)
     assert "curl" not in re.sub(r"#.*", "", text)
     for var in ("PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"):
         assert var in text
@@ -73,7 +78,12 @@ def test_dockerignore_keeps_secrets_and_litter_out() -> None:
     # Allowlist: exclude everything first, then let back in only what the image copies.
     assert patterns[0] == "*"
     allowed = {p[1:] for p in patterns if p.startswith("!")}
-    assert allowed == {"api/app", "api/requirements.lock", "docker/with-build-ca.sh"}
+    assert allowed == {
+        "api/app",
+        "api/requirements.lock",
+        "docker/with-build-ca.sh",
+        "docker/minimal-rootfs.sh",
+    }
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=str)

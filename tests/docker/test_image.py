@@ -15,94 +15,132 @@ from tests.support.paths import ROOT
 pytestmark = pytest.mark.docker
 
 LAYER_BUDGET_BYTES = 60_000_000
+MINIMAL_BUDGET_BYTES = 110_000_000
+BUILD_TOOLS: tuple[str, ...] = ("gcc", "cc", "c++", "g++", "cpp", "clang", "ld", "as", "make")
+BUILD_TOOLS += ("strip", "pg_config", "uv", "pip", "pip3")
+# Probes are Python, not shell: the minimal variant has no shell at all. WALK is `find / -xdev`
+# (other filesystems such as /proc left out).
+WALK = """
+import glob, os
+def walk():
+    device = os.stat("/").st_dev
+    for top, dirs, files in os.walk("/"):
+        dirs[:] = [d for d in dirs if os.lstat(os.path.join(top, d)).st_dev == device]
+        yield top, dirs, files
+"""
+LEFTOVERS = (
+    WALK
+    + """
+found = []
+for d in ("/root/.cache", "/home", "/tmp"):
+    found += [p for p in glob.glob(d + "/**", recursive=True) if p.rstrip("/") != d]
+found += glob.glob("/var/cache/apt/**/*.deb", recursive=True)
+found += glob.glob("/var/cache/apt/**/*.bin", recursive=True)
+found += [p for p in glob.glob("/var/lib/apt/lists/*") if os.path.basename(p) != "lock"]
+for pattern in ("/opt/uv", "/build", "/opt/venv/bin/pip*", "/opt/venv/bin/uv", "/opt/venv/bin/uvx"):
+    found += glob.glob(pattern)
+site = glob.glob("/opt/venv/lib/python3*/site-packages")[0]
+found += [p for p in glob.glob(site + "/*/") if os.path.basename(p[:-1]) in ("pip", "uv")]
+found += [p for p in glob.glob(site + "/**/", recursive=True)
+          if os.path.basename(p[:-1]) in ("test", "tests")]
+found += [os.path.join(top, d) for top, dirs, _ in walk() for d in dirs if d == ".git"]
+found += glob.glob("/app/**/__pycache__", recursive=True)
+found += glob.glob("/app/**/*.pyc", recursive=True)
+print("\\n".join(found))
+"""
+)
+HEADERS = (
+    WALK
+    + """
+for top, _, files in walk():
+    print(*(os.path.join(top, f) for f in files if f.endswith(".h")), sep="\\n")
+"""
+)
 
 
-def sh(docker: Docker, image: str, script: str, user: str = "0") -> str:
-    """Run a shell script in a throwaway container of image (entrypoint bypassed)."""
-    proc = docker("run", "--rm", "--user", user, "--entrypoint", "sh", image, "-c", script)
-    return proc.stdout
+def py(docker: Docker, image: str, code: str, user: str | None = None) -> str:
+    """Run Python code in a throwaway container of `image` (entrypoint bypassed)."""
+    as_user = [f"--user={user}"] if user else []
+    return docker("run", "--rm", *as_user, "--entrypoint=python3", image, "-c", code).stdout
 
 
-def test_runs_as_uid_1000(docker: Docker, api_image: BuiltImage) -> None:
-    config = docker.inspect(api_image.tag)["Config"]
-    assert config["User"] == "1000:1000"
-    out = docker("run", "--rm", "--entrypoint", "id", api_image.tag).stdout
-    assert out.startswith("uid=1000(app) gid=1000(app)"), out
+def which(docker: Docker, image: str, names: tuple[str, ...]) -> set[str]:
+    """The commands of `names` found on the image's PATH."""
+    code = f"import shutil; print(*filter(None, map(shutil.which, {names!r})))"
+    return set(py(docker, image, code).split())
 
 
-def test_shared_data_mount_point_owned_by_app(docker: Docker, api_image: BuiltImage) -> None:
-    out = sh(docker, api_image.tag, "stat -c '%u:%g %a' /data")
-    assert out.strip() == "1000:1000 755"
+def test_runs_as_uid_1000(docker: Docker, variant: BuiltImage) -> None:
+    assert docker.inspect(variant.tag)["Config"]["User"] == "1000:1000"
+    code = "import os, pwd, grp; uid, gid = os.getuid(), os.getgid(); "
+    code += "print(uid, gid, pwd.getpwuid(uid).pw_name, grp.getgrgid(gid).gr_name)"
+    assert py(docker, variant.tag, code).split() == ["1000", "1000", "app", "app"]
 
 
-def test_code_is_not_writable_by_the_app(docker: Docker, api_image: BuiltImage) -> None:
+def test_shared_data_mount_point_owned_by_app(docker: Docker, variant: BuiltImage) -> None:
+    code = "import os; s = os.stat('/data'); print(f'{s.st_uid}:{s.st_gid} {s.st_mode & 0o7777:o}')"
+    assert py(docker, variant.tag, code, user="0").strip() == "1000:1000 755"
+
+
+def test_code_is_not_writable_by_the_app(docker: Docker, variant: BuiltImage) -> None:
     # Even without --read-only, uid 1000 cannot modify its own code or dependencies.
-    out = sh(
-        docker,
-        api_image.tag,
-        "for p in /app /app/app /app/app/main.py /opt/venv /opt/venv/bin; do "
-        '[ -w "$p" ] && echo "writable: $p"; done; true',
-        user="1000",
-    )
-    assert out == ""
+    paths = ("/app", "/app/app", "/app/app/main.py", "/opt/venv", "/opt/venv/bin")
+    code = f"import os; print(*(p for p in {paths!r} if os.access(p, os.W_OK)))"
+    assert py(docker, variant.tag, code, user="1000").strip() == ""
 
 
-def test_no_compiler_or_build_tools(docker: Docker, api_image: BuiltImage) -> None:
-    tools = "gcc cc c++ g++ cpp clang ld as make strip pg_config uv pip pip3"
-    out = sh(docker, api_image.tag, f"for t in {tools}; do command -v $t; done; true")
+def test_no_compiler_or_build_tools(docker: Docker, variant: BuiltImage) -> None:
+    found = which(docker, variant.tag, BUILD_TOOLS)
     # The official base ships pip in /usr/local; that one is the base's, not ours.
-    base_out = sh(docker, api_image.base, f"for t in {tools}; do command -v $t; done; true")
-    added = set(out.split()) - set(base_out.split())
+    added = found - which(docker, variant.base, BUILD_TOOLS)
     assert added == set(), f"build tools in the final image: {sorted(added)}"
-    assert not any(path.startswith("/opt/venv") for path in out.split())
+    assert not any(path.startswith("/opt/venv") for path in found)
 
 
-def test_no_headers_added_to_the_base(docker: Docker, api_image: BuiltImage) -> None:
-    find = "find / -xdev \\( -path /proc -o -path /sys \\) -prune -o -name '*.h' -print"
-    ours = set(sh(docker, api_image.tag, find).split())
-    base = set(sh(docker, api_image.base, find).split())
+def test_the_minimal_variant_has_no_shell_or_package_manager(
+    docker: Docker, minimal_image: BuiltImage
+) -> None:
+    tools = ("sh", "bash", "dash", "apt", "apt-get", "dpkg", "ls", "cat", "id", "env")
+    assert which(docker, minimal_image.tag, tools) == set()
+    paths = ("/bin/sh", "/usr/bin/dpkg", "/var/lib/dpkg")
+    code = f"import os; print(*(p for p in {paths!r} if os.path.lexists(p)))"
+    assert py(docker, minimal_image.tag, code).strip() == ""
+
+
+def test_no_headers_added_to_the_base(docker: Docker, variant: BuiltImage) -> None:
+    ours = set(py(docker, variant.tag, HEADERS, user="0").split())
+    base = set(py(docker, variant.base, HEADERS, user="0").split())
     assert ours - base == set(), f"headers added by our layers: {sorted(ours - base)[:20]}"
 
 
-def test_no_package_manager_cache_or_leftovers(docker: Docker, api_image: BuiltImage) -> None:
-    script = r"""
-        find /root/.cache /home /tmp -mindepth 1 2>/dev/null
-        find /var/cache/apt -type f \( -name '*.deb' -o -name '*.bin' \) 2>/dev/null
-        find /var/lib/apt/lists -type f ! -name lock 2>/dev/null
-        ls -d /opt/uv /build /opt/venv/bin/pip* /opt/venv/bin/uv /opt/venv/bin/uvx 2>/dev/null
-        find /opt/venv -maxdepth 4 -type d \( -name 'pip' -o -name 'uv' \) -path '*site-packages*'
-        find /opt/venv -type d \( -name tests -o -name test \) -path '*site-packages*'
-        find / -xdev -name .git -not -path '/proc/*'
-        find /app -name '__pycache__' -o -name '*.pyc'
-        true
-    """
-    out = sh(docker, api_image.tag, script)
+def test_no_package_manager_cache_or_leftovers(docker: Docker, variant: BuiltImage) -> None:
+    out = py(docker, variant.tag, LEFTOVERS, user="0")
     assert out.strip() == "", f"leftovers in the final image:\n{out}"
 
 
-def test_runtime_libraries_load(docker: Docker, api_image: BuiltImage) -> None:
+def test_runtime_libraries_load(docker: Docker, variant: BuiltImage) -> None:
     # psycopg2 against libpq, Pillow with exactly the codecs the API accepts.
     code = (
         "import psycopg2, PIL.features as f, app.main; "
         "print(psycopg2.__libpq_version__ > 0, f.check('jpg'), f.check('webp'), f.check('zlib'))"
     )
-    run = ["run", "--rm", "--read-only", "--tmpfs=/tmp", "--entrypoint=python", api_image.tag]
+    run = ["run", "--rm", "--read-only", "--tmpfs=/tmp", "--entrypoint=python", variant.tag]
     out = docker(*run, "-c", code).stdout
     assert out.split() == ["True", "True", "True", "True"]
 
 
 def test_no_secret_in_history_or_layers(
-    docker: Docker, api_image: BuiltImage, secret_marker: str, tmp_path: Path
+    docker: Docker, variant: BuiltImage, secret_marker: str, tmp_path: Path
 ) -> None:
     # The build received the CA bundle + marker as a BuildKit secret: it must appear nowhere.
-    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", api_image.tag).stdout
+    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", variant.tag).stdout
     assert secret_marker not in history
-    config = docker.inspect(api_image.tag)["Config"]
+    config = docker.inspect(variant.tag)["Config"]
     env_names = {item.split("=", 1)[0] for item in config.get("Env") or []}
     assert not {n for n in env_names if any(s in n for s in ("PASSWORD", "TOKEN", "SECRET"))}
 
     archive = tmp_path / "image.tar"
-    docker("save", "-o", str(archive), api_image.tag)
+    docker("save", "-o", str(archive), variant.tag)
     needle = secret_marker.encode()
     with tarfile.open(archive) as outer:
         for member in outer.getmembers():
@@ -126,13 +164,20 @@ def test_layers_above_base_within_budget(docker: Docker, api_image: BuiltImage) 
     assert above <= LAYER_BUDGET_BYTES, f"{above / 1e6:.1f} MB above the base"
 
 
-def test_dive_efficiency(docker: Docker, api_image: BuiltImage) -> None:
+def test_the_minimal_variant_is_within_its_budget(
+    docker: Docker, minimal_image: BuiltImage
+) -> None:
+    size = docker.inspect(minimal_image.tag)["Size"]
+    assert size <= MINIMAL_BUDGET_BYTES, f"{size / 1e6:.1f} MB"
+
+
+def test_dive_efficiency(docker: Docker, variant: BuiltImage) -> None:
     dive = require_tool("dive")
-    image = dive_report(dive, api_image.tag)
+    image = dive_report(dive, variant.tag)
     assert image["efficiencyScore"] >= 0.99, image
     assert image["inefficientBytes"] < 1_000_000, image
     # And dive's own CI gate agrees.
-    gate = [dive, api_image.tag, "--ci", "--lowestEfficiency=0.99", "--highestWastedBytes=1MB"]
+    gate = [dive, variant.tag, "--ci", "--lowestEfficiency=0.99", "--highestWastedBytes=1MB"]
     env = {**docker.env, "CI": "true"}
     proc = subprocess.run(gate, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:]

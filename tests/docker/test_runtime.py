@@ -85,16 +85,16 @@ def db_stack(
 @pytest.fixture
 def api(
     docker: Docker,
-    api_image: BuiltImage,
+    variant: BuiltImage,
     db_stack: Stack,
     unique_name: str,
     cleanup: list[tuple[str, str]],
 ) -> str:
-    """The API container, started as compose starts it: the one-shot bootstrap first,
-    hardened the same way (it writes only to /data)."""
+    """The API container (each variant in turn), started as compose starts it: the one-shot
+    bootstrap first, hardened the same way (it writes only to /data)."""
     name = f"{unique_name}-api"
-    docker(*db_stack.run("--rm"), api_image.tag, "python", "-m", "app.bootstrap", timeout=180)
-    docker(*db_stack.run("-d", f"--name={name}", *FAST_HEALTH), api_image.tag)
+    docker(*db_stack.run("--rm"), variant.tag, "python", "-m", "app.bootstrap", timeout=180)
+    docker(*db_stack.run("-d", f"--name={name}", *FAST_HEALTH), variant.tag)
     cleanup.append(("container", name))
     return name
 
@@ -166,7 +166,7 @@ LOCAL_REFUSAL = (
 
 
 def test_orchestrator_local_is_refused_in_one_line_by_bootstrap_and_the_api(
-    docker: Docker, api_image: BuiltImage, unique_name: str, cleanup: list[tuple[str, str]]
+    docker: Docker, variant: BuiltImage, unique_name: str, cleanup: list[tuple[str, str]]
 ) -> None:
     """The image has no Local adapter: bootstrap (what stops `compose up`) and the API itself
     each say what to change in one line, and exit non-zero instead of a traceback loop."""
@@ -174,12 +174,12 @@ def test_orchestrator_local_is_refused_in_one_line_by_bootstrap_and_the_api(
     docker("volume", "create", volume)
     cleanup.append(("volume", volume))
     run = ["run", "--rm", "-v", f"{volume}:/data", *HARDENING, "-e", "ORCHESTRATOR=local"]
-    bootstrap = docker(*run, api_image.tag, "python", "-m", "app.bootstrap", check=False)
+    bootstrap = docker(*run, variant.tag, "python", "-m", "app.bootstrap", check=False)
     assert bootstrap.returncode == 1, bootstrap.stdout + bootstrap.stderr
     assert bootstrap.stderr.strip().splitlines() == [LOCAL_REFUSAL]
     assert bootstrap.stdout.strip() == ""
 
-    api = docker(*run, api_image.tag, check=False, timeout=120)  # the image's uvicorn command
+    api = docker(*run, variant.tag, check=False, timeout=120)  # the image's uvicorn command
     assert api.returncode != 0
     assert "Traceback" not in api.stdout + api.stderr
     refused = [json.loads(line) for line in api.stdout.splitlines() if '"api.refused"' in line]

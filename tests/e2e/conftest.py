@@ -88,6 +88,8 @@ def stack(e2e_docker: Docker, inference_image: str) -> Iterator[Stack]:
         # Two API worker processes, each with its dispatcher and reconciler on the one
         # database: every test ends with the account (no job lost or run twice).
         "WEB_CONCURRENCY": "2",
+        # The minimal API image (no shell): the compose tests in tests/docker run the default.
+        "API_TARGET": "minimal",
     }
     the_stack = Stack.create(e2e_docker, "e2e", env, require)
     print(f"\n[e2e] compose project {the_stack.project}")

@@ -26,6 +26,7 @@ class BuiltImage:
     tag: str
     log: str  # BuildKit's plain progress
     base: str
+    target: str = "runtime"
 
 
 def build_steps(log: str) -> Steps:
@@ -50,7 +51,8 @@ def find_step(steps: Steps, needle: str) -> tuple[str, bool]:
 
 def stage_build_context(dest: Path) -> Path:
     """Copy the API's build inputs (repo-root context) to dest; return dest/api/Dockerfile."""
-    files = [".dockerignore", "docker/with-build-ca.sh", "api/Dockerfile", "api/requirements.lock"]
+    files = [".dockerignore", "docker/with-build-ca.sh", "docker/minimal-rootfs.sh"]
+    files += ["api/Dockerfile", "api/requirements.lock"]
     for name in files:
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, dest / name)

@@ -149,9 +149,12 @@ class Docker:
         build_args: dict[str, str] | None = None,
         secret: Path | None = None,
         no_cache: bool = False,
+        target: str | None = None,
     ) -> str:
         """Build with BuildKit's plain progress; return the whole build output."""
         args = ["build", "--progress=plain", "-f", str(dockerfile), "-t", tag]
+        if target is not None:
+            args.append(f"--target={target}")
         for key, value in (build_args or {}).items():
             args += ["--build-arg", f"{key}={value}"]
         if secret is not None:
