@@ -124,6 +124,25 @@ def test_compose_model(compose_docker: Docker) -> None:
     assert "--no-tutorials" in kestra["command"]
 
 
+def test_the_gpu_override_swaps_the_flow_path_and_the_image(compose_docker: Docker) -> None:
+    """docker-compose.gpu.yml: Kestra reads flows-gpu/ (deviceRequests) in place of flows/,
+    and the seed step and the tasks use INFERENCE_GPU_IMAGE. Not run here (no GPU)."""
+    env = {**secrets_env(), "INFERENCE_GPU_IMAGE": "m/yolo-gpu:1"}
+    model = config(compose_docker, env, (*MAIN_FILES, "docker-compose.gpu.yml"))
+    services = model["services"]
+    kestra = services["kestra"]
+    [flows] = [v for v in kestra["volumes"] if v["target"] == "/flows"]
+    assert Path(flows["source"]) == ROOT / "flows-gpu"
+    assert flows["read_only"] is True
+    assert kestra["environment"]["ENV_YOLO_IMAGE"] == "m/yolo-gpu:1"
+    assert services["inference-image"]["image"] == "m/yolo-gpu:1"
+    # The default is the CUDA build of the pinned CPU image.
+    default = config(compose_docker, secrets_env(), (*MAIN_FILES, "docker-compose.gpu.yml"))
+    assert default["services"]["kestra"]["environment"]["ENV_YOLO_IMAGE"] == (
+        "ultralytics/ultralytics:8.4.190"
+    )
+
+
 @dataclass
 class Stack:
     compose: Compose
