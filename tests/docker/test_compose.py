@@ -34,7 +34,16 @@ def config(docker: Docker, env: dict[str, str], files: tuple[str, ...] = MAIN_FI
     return json.loads(proc.stdout)
 
 
-@pytest.mark.parametrize("files", [MAIN_FILES, OFFLINE_FILES], ids=["main", "offline"])
+@pytest.mark.parametrize(
+    "files",
+    [
+        MAIN_FILES,
+        OFFLINE_FILES,
+        (*MAIN_FILES, "docker-compose.gpu.yml"),
+        (*OFFLINE_FILES, "docker-compose.scale.yml"),
+    ],
+    ids=["main", "offline", "gpu", "offline-scale"],
+)
 def test_compose_config_is_valid(compose_docker: Docker, files: tuple[str, ...]) -> None:
     Compose(compose_docker, new_project("yolotest"), secrets_env(), files)("config", "--quiet")
 

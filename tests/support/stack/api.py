@@ -22,6 +22,7 @@ class StackApi:
     admin_key: str
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # every job a client saw
     scene_of: dict[str, Scene] = field(default_factory=dict)
+    served_by: list[str] = field(default_factory=list)  # X-Served-By of each upload (a balancer's)
 
     def client(self, timeout: float = 30) -> httpx.Client:
         auth = {"Authorization": f"Bearer {self.admin_key}"}
@@ -33,6 +34,7 @@ class StackApi:
         with self.client() as client:
             response = client.post("/v1/uploads", files=files, headers=headers)
         assert response.status_code == 202, f"{response.status_code} {response.text}"
+        self.served_by.append(response.headers.get("x-served-by", ""))
         jobs: list[dict[str, Any]] = response.json()["jobs"]
         assert len(jobs) == len(batch)
         for scene, job in zip(batch, jobs, strict=True):
