@@ -41,8 +41,9 @@ def config(docker: Docker, env: dict[str, str], files: tuple[str, ...] = MAIN_FI
         OFFLINE_FILES,
         (*MAIN_FILES, "docker-compose.gpu.yml"),
         (*OFFLINE_FILES, "docker-compose.scale.yml"),
+        (*MAIN_FILES, "docker-compose.kestra-split.yml"),
     ],
-    ids=["main", "offline", "gpu", "offline-scale"],
+    ids=["main", "offline", "gpu", "offline-scale", "kestra-split"],
 )
 def test_compose_config_is_valid(compose_docker: Docker, files: tuple[str, ...]) -> None:
     Compose(compose_docker, new_project("yolotest"), secrets_env(), files)("config", "--quiet")
@@ -150,6 +151,60 @@ def test_the_gpu_override_swaps_the_flow_path_and_the_image(compose_docker: Dock
     assert default["services"]["kestra"]["environment"]["ENV_YOLO_IMAGE"] == (
         "ultralytics/ultralytics:8.4.190"
     )
+
+
+def test_kestra_split_into_its_components(compose_docker: Docker) -> None:
+    """docker-compose.kestra-split.yml (not run here: no Kestra image): the standalone
+    server's roles as services of one image, one configuration, one database; only the
+    worker has root and the Docker socket; the flows are pushed through the webserver."""
+    env = {**secrets_env(), "KESTRA_WORKER_THREADS": "8"}
+    services = config(compose_docker, env, (*MAIN_FILES, "docker-compose.kestra-split.yml"))[
+        "services"
+    ]
+    roles = {
+        "kestra": "webserver",
+        "kestra-executor": "executor",
+        "kestra-scheduler": "scheduler",
+        "kestra-worker": "worker",
+    }
+    images = {services[name]["image"] for name in [*roles, "kestra-flows"]}
+    assert len(images) == 1
+    assert images.pop().startswith("kestra/kestra:v1.3.")
+    database = services["kestra"]["environment"]["KESTRA_DB_HOST"]
+    for name, role in roles.items():
+        service = services[name]
+        assert service["command"][:4] == [
+            "server",
+            role,
+            "--config",
+            "/etc/config/application.yaml",
+        ]
+        mounts = {v["target"]: v for v in service["volumes"]}
+        assert mounts["/etc/config/application.yaml"]["source"] == str(
+            ROOT / "kestra" / "application.yml"
+        )
+        assert mounts["/app/storage"]["source"] == "kestra-data"
+        assert service["environment"]["KESTRA_DB_HOST"] == database
+        assert service["restart"] == "unless-stopped"
+        assert service["healthcheck"]["test"], name
+        worker = role == "worker"
+        assert ("/var/run/docker.sock" in mounts) is worker, name
+        assert ("/tmp/kestra-wd" in mounts) is worker, name
+        assert (service.get("user") == "root") is worker, name
+        assert bool(service.get("ports")) is (name == "kestra"), name  # the API's KESTRA_URL
+    assert "--no-tutorials" in services["kestra"]["command"]
+    assert services["kestra-worker"]["command"][-2:] == ["--thread", "8"]
+    assert services["kestra-worker"]["environment"]["ENV_SHARED_VOLUME"] == "yolo-shared-data"
+    assert set(services["kestra-worker"]["depends_on"]) == {
+        "kestra",
+        "bootstrap",
+        "inference-image",
+    }
+    flows = services["kestra-flows"]
+    assert flows["restart"] == "no"
+    assert "flow namespace update inference /flows --no-delete" in flows["command"][0]
+    assert "--server http://kestra:8080" in flows["command"][0]
+    assert [v["target"] for v in flows["volumes"]] == ["/flows"]
 
 
 @dataclass
