@@ -2,10 +2,9 @@
 image pulled per `pullPolicy`, a fresh container (entrypoint reset, the commands joined by
 newlines as the argument of `/bin/sh -c`, a new root-owned working directory, `volumes` only
 with the runner's volume-enabled flag, `deviceRequests` as HostConfig.DeviceRequests), the
-task timeout counted from before the pull
-(Kestra's WorkerTaskCallable wraps the whole task; the container is killed), stdout lines
-`::{"outputs": {...}}::` as the task's vars, the container removed when `delete` is true.
-Logs are read once the container ends."""
+task timeout counted from before the pull (Kestra's WorkerTaskCallable wraps the whole task;
+the container is killed), stdout lines `::{"outputs": {...}}::` as the task's vars, the
+container removed when `delete` is true. Logs are read once the container ends."""
 
 from __future__ import annotations
 
