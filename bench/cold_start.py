@@ -1,7 +1,7 @@
 """Cold start of the inference container, old vs new, side by side: wall time from `docker run`
 to its exit for flows/detect.py on one image with the fixture model, run as the flow runs it
 (uid 1000, no network, the flow's environment, the shared volume on /data, the script at
-/data/scripts/). BENCHMARKS.md describes the measurement and has the results.
+/data/scripts/). BENCHMARKS.md (table 4) describes the measurement and has the results.
 
 * new: flows/detect.py as it is in the working tree;
 * old: flows/detect.py as of OLD_REV (`git show`, at bench time), the last version before
