@@ -17,7 +17,8 @@ status 1 when one is exceeded. The builds run on temporary copies of the build i
 working tree is never modified.
 
 WARNING: the clean builds prune the engine's whole build cache (`--keep-cache` skips that,
-and then "clean" only means "no layer cache" for ours: its cache mounts stay warm).
+and then "clean" only means "no layer cache" for ours: its cache mounts stay warm; the
+minimal variant's clean build then also reuses the builder stage the default one built).
 
 Environment: PYTHON_BASE_IMAGE (default: offline/python:3.13-slim when that image exists,
 else python:3.13-slim), EXTRA_CA_BUNDLE / BUILD_CA_BUNDLE (CA bundle passed as the BuildKit
