@@ -119,8 +119,11 @@ class SharedStorage:
         return shutil.disk_usage(self.root).free
 
     def remove_job_files(self, relatives: list[str]) -> None:
+        """Unlink each stored file (a link itself, never what it points at); a missing one
+        is fine."""
         for relative in relatives:
-            self.path(relative).unlink(missing_ok=True)
+            folder, _, name = relative.rpartition("/")
+            self._own(folder, name).unlink(missing_ok=True)
 
     def path(self, relative: str) -> Path:
         """Resolve a stored relative path; refuse anything outside the root."""
@@ -130,8 +133,9 @@ class SharedStorage:
         return resolved
 
     def _own(self, subdir: str, name: str) -> Path:
-        if "/" in name or name.startswith("."):
-            raise ValueError(f"not a file name: {name!r}")
+        """A file of the layout, its path not resolved (so never through a link)."""
+        if subdir not in _SUBDIRS or "/" in name or name.startswith("."):
+            raise ValueError(f"not a file of the layout: {subdir}/{name}")
         return self.root / subdir / name
 
     def is_writable(self) -> bool:
