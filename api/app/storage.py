@@ -119,11 +119,16 @@ class SharedStorage:
         return shutil.disk_usage(self.root).free
 
     def remove_job_files(self, relatives: list[str]) -> None:
-        """Unlink each stored file (a link itself, never what it points at); a missing one
-        is fine."""
+        """Remove each stored file: a link itself, never what it points at; a directory in a
+        file's place (anything can write to the volume) with what is in it; a missing one is
+        fine."""
         for relative in relatives:
             folder, _, name = relative.rpartition("/")
-            self._own(folder, name).unlink(missing_ok=True)
+            path = self._own(folder, name)
+            try:
+                path.unlink(missing_ok=True)
+            except IsADirectoryError:
+                shutil.rmtree(path)
 
     def path(self, relative: str) -> Path:
         """Resolve a stored relative path; refuse anything outside the root."""

@@ -111,6 +111,22 @@ def test_delete_removes_the_files_then_the_row(
     assert kestra_client.get(f"/v1/jobs/{job_id}").status_code == 404
 
 
+def test_a_link_in_a_files_place_goes_not_what_it_points_at(
+    kestra_client: TestClient, shared_dir: Path
+) -> None:
+    """Anything can write to the volume: a link (or a directory) named like one of the job's
+    files is removed itself; another job's upload it points at stays."""
+    job_id, other = upload(kestra_client, 2)
+    other_upload = shared_dir / "uploads" / f"{other}.png"
+    (shared_dir / annotated_path_of(job_id)).symlink_to(other_upload)
+    (shared_dir / "results" / f"{job_id}.json").mkdir()
+    (shared_dir / "results" / f"{job_id}.json" / "inside").write_bytes(b"x")
+    assert kestra_client.delete(f"/v1/jobs/{job_id}").status_code == 204
+    assert stored_files(shared_dir) == [f"uploads/{other}.png"]
+    assert not (shared_dir / annotated_path_of(job_id)).is_symlink()
+    assert not (shared_dir / "results" / f"{job_id}.json").exists()
+
+
 def test_a_repeated_delete_answers_404_like_get(kestra_client: TestClient) -> None:
     (job_id,) = upload(kestra_client)
     assert kestra_client.delete(f"/v1/jobs/{job_id}").status_code == 204
