@@ -1,0 +1,99 @@
+"""A webhook receiver for tests: a real HTTP server on a loopback port that checks every
+request's Standard Webhooks signature with the `standardwebhooks` library (as a client of the
+API would) and answers with the statuses it is told, 200 once they run out. It can stop and
+start again on the same port (a receiver that goes down and comes back)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import socket
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from tests.support.net import free_port
+
+SECRET = "whsec_" + base64.b64encode(b"test-webhook-secret-of-32-bytes!").decode()
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    webhook_id: str
+    host: str
+    job: dict[str, Any]  # the verified body
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class Receiver:
+    def __init__(self, secret: str = SECRET) -> None:
+        self.port = free_port()
+        self.received: list[Received] = []
+        self.forged: list[str] = []  # bodies whose signature did not verify
+        self.statuses: list[int] = []  # answers to give, in order; then 200
+        self._verifier = Webhook(secret)
+        self._lock = threading.Lock()
+        self._servers: list[ThreadingHTTPServer] = []
+
+    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def start(self) -> Receiver:
+        """Listen on 127.0.0.1 and, where the machine has IPv6, on ::1 (`localhost` may
+        resolve to either first)."""
+        self._servers = [ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())]
+        with contextlib.suppress(OSError):  # no IPv6 here
+            self._servers.append(_IPv6Server(("::1", self.port), self._handler()))
+        for server in self._servers:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Down: connections to the port are refused until `start`."""
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        self._servers = []
+
+    def _answer(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        with self._lock:
+            try:
+                job = self._verifier.verify(body, headers)
+            except WebhookVerificationError:
+                self.forged.append(body.decode(errors="replace"))
+                return 401
+            entry = Received(path, headers["webhook-id"], headers.get("host", ""), job)
+            self.received.append(entry)
+            return self.statuses.pop(0) if self.statuses else 200
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status = receiver._answer(self.path, headers, body)
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", receiver.url("/elsewhere"))
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # quiet
+
+        return Handler
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return [entry.webhook_id for entry in self.received]
