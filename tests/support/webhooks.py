@@ -33,7 +33,8 @@ class _IPv6Server(ThreadingHTTPServer):
 
 
 class Receiver:
-    def __init__(self, secret: str = SECRET) -> None:
+    def __init__(self, secret: str = SECRET, bind: str = "127.0.0.1") -> None:
+        self.bind = bind  # e2e: the gateway of the stack's network, which containers reach
         self.port = free_port()
         self.received: list[Received] = []
         self.forged: list[str] = []  # bodies whose signature did not verify
@@ -42,15 +43,16 @@ class Receiver:
         self._lock = threading.Lock()
         self._servers: list[ThreadingHTTPServer] = []
 
-    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+    def url(self, path: str = "/hook", host: str | None = None) -> str:
+        return f"http://{host or self.bind}:{self.port}{path}"
 
     def start(self) -> Receiver:
         """Listen on 127.0.0.1 and, where the machine has IPv6, on ::1 (`localhost` may
         resolve to either first)."""
-        self._servers = [ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())]
-        with contextlib.suppress(OSError):  # no IPv6 here
-            self._servers.append(_IPv6Server(("::1", self.port), self._handler()))
+        self._servers = [ThreadingHTTPServer((self.bind, self.port), self._handler())]
+        if self.bind == "127.0.0.1":
+            with contextlib.suppress(OSError):  # no IPv6 here
+                self._servers.append(_IPv6Server(("::1", self.port), self._handler()))
         for server in self._servers:
             threading.Thread(target=server.serve_forever, daemon=True).start()
         return self

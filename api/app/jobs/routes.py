@@ -45,7 +45,7 @@ from app.models.files import NAME_PATTERN
 from app.openapi import errors
 from app.orchestrators.base import ExecutionNotFound, OrchestratorError
 from app.webhooks.models import MAX_URL_CHARS
-from app.webhooks.urls import checked_callback_url
+from app.webhooks.urls import checked_callback_url, require_webhooks
 
 router = APIRouter()
 
@@ -181,7 +181,7 @@ def _params(
     if named is not None:
         checked_callback_url(named, settings)
     elif owner.callback_url is not None:
-        checked_callback_url(owner.callback_url, settings)  # WEBHOOK_SECRET may be gone
+        require_webhooks(settings)  # the key's URL was checked when it was set
     return params, named
 
 

@@ -37,12 +37,17 @@ class Target:
     host_header: str
 
 
-def checked_callback_url(value: str, settings: Settings) -> str:
-    """`value` if webhooks may use it, else 422 in the error shape (nothing is stored)."""
+def require_webhooks(settings: Settings) -> None:
+    """422 unless this server can sign webhooks."""
     if settings.webhook_secret is None:
         raise WebhooksUnavailable(
             "This server sends no webhooks (WEBHOOK_SECRET is not set); leave out callback_url."
         )
+
+
+def checked_callback_url(value: str, settings: Settings) -> str:
+    """`value` if webhooks may use it, else 422 in the error shape (nothing is stored)."""
+    require_webhooks(settings)
     problem = _problem(value)
     if problem is None:
         host = urlsplit(value).hostname or ""

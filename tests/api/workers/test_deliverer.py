@@ -10,7 +10,10 @@ from contextlib import AbstractContextManager
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
+from app.jobs.service import utcnow
+from app.webhooks.models import Delivery
 from tests.api.factories import (
     deliver_until,
     deliverer_of,
@@ -19,7 +22,7 @@ from tests.api.factories import (
     webhook_of,
     webhook_settings,
 )
-from tests.support.api_app import SettingsFactory, keyed_client
+from tests.support.api_app import SettingsFactory, keyed_client, resources_of
 from tests.support.kestra import KestraStandin
 from tests.support.webhooks import Receiver
 
@@ -73,3 +76,34 @@ def test_a_restart_between_attempts_loses_nothing(
     assert webhook["attempts"] == 2
     (received,) = receiver.received
     assert received.job["id"] == job_id
+
+
+def test_an_attempt_cut_short_is_made_again_under_the_same_id(
+    webhook_app: WebhookApp,
+    kestra: KestraStandin,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The process dies after the POST, before recording it: once the lease runs out another
+    worker sends it again, with the same webhook-id (at least once)."""
+    with webhook_app() as before:
+        job_id = ended_job(before, kestra, receiver.url())
+        deliverer = deliverer_of(before)
+
+        def crash(*_: object) -> None:
+            raise SystemExit("killed")
+
+        monkeypatch.setattr(deliverer, "_record", crash)
+        with pytest.raises(SystemExit):
+            deliverer.run_once()
+        leased = webhook_of(before, job_id)
+        assert (leased["state"], leased["attempts"]) == ("pending", 1)
+        assert deliverer_of(before).run_once() == 0  # leased: not due yet
+        with resources_of(before).sessions() as session:  # the lease runs out
+            session.execute(update(Delivery).values(next_attempt_at=utcnow()))
+            session.commit()
+    with webhook_app() as after:
+        deliverer_of(after).run_once()
+    first, second = receiver.received
+    assert first.webhook_id == second.webhook_id
+    assert first.job == second.job
