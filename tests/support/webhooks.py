@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,8 +34,12 @@ class _IPv6Server(ThreadingHTTPServer):
 
 
 class Receiver:
-    def __init__(self, secret: str = SECRET, bind: str = "127.0.0.1") -> None:
+    def __init__(
+        self, secret: str = SECRET, bind: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+    ) -> None:
         self.bind = bind  # e2e: the gateway of the stack's network, which containers reach
+        self.tls = tls  # https with this server context
+        self.server_names: list[str | None] = []  # the TLS clients' SNI
         self.port = free_port()
         self.received: list[Received] = []
         self.forged: list[str] = []  # bodies whose signature did not verify
@@ -44,7 +49,8 @@ class Receiver:
         self._servers: list[ThreadingHTTPServer] = []
 
     def url(self, path: str = "/hook", host: str | None = None) -> str:
-        return f"http://{host or self.bind}:{self.port}{path}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host or self.bind}:{self.port}{path}"
 
     def start(self) -> Receiver:
         """Listen on 127.0.0.1 and, where the machine has IPv6, on ::1 (`localhost` may
@@ -54,6 +60,9 @@ class Receiver:
             with contextlib.suppress(OSError):  # no IPv6 here
                 self._servers.append(_IPv6Server(("::1", self.port), self._handler()))
         for server in self._servers:
+            if self.tls is not None:
+                self.tls.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)
+                server.socket = self.tls.wrap_socket(server.socket, server_side=True)
             threading.Thread(target=server.serve_forever, daemon=True).start()
         return self
 

@@ -6,6 +6,7 @@ kept-alive connections (a pooled TLS connection must not serve another host name
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,7 +28,9 @@ class Outcome:
 
 
 class Sender:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, verify: ssl.SSLContext | bool = True) -> None:
+        """`verify`: how to check https receivers' certificates (default: the system's CAs
+        as httpx knows them; tests pass their own CA)."""
         assert settings.webhook_secret is not None
         self._signer = Webhook(settings.webhook_secret.get_secret_value())
         self._networks = settings.webhook_networks
@@ -35,6 +38,7 @@ class Sender:
             timeout=httpx.Timeout(settings.webhook_timeout_s),
             follow_redirects=False,
             trust_env=False,
+            verify=verify,
             limits=httpx.Limits(max_keepalive_connections=0),
             headers={"User-Agent": USER_AGENT},
         )
