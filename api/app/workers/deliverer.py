@@ -20,6 +20,7 @@ from app.webhooks.sender import Outcome, Sender
 from app.workers.periodic import Worker
 
 log = logging.getLogger(__name__)
+_LOST = "the last attempt's outcome was lost (the process stopped during it)"
 
 
 class Attempt(NamedTuple):
@@ -44,15 +45,26 @@ class Deliverer(Worker):
         super().__init__(settings.webhook_interval_s)
 
     def run_once(self) -> int:
-        """Make one due attempt, if any; return how many were made."""
+        """Make one due attempt, if any; return how many rows were handled."""
         now = utcnow()
         with session_scope(self._sessions) as session:
-            work = [self._take(d, now) for d in outbox.claim_due(session, now, limit=1)]
+            claimed = outbox.claim_due(session, now, limit=1)
+            spent = [d for d in claimed if d.attempts >= self._policy.max_attempts]
+            for lost in spent:
+                # Its last attempt was leased, but its outcome never recorded (a crash).
+                outbox.record(lost, Outcome(False, _LOST), self._policy, now)
+            work = [self._take(d, now) for d in claimed if d not in spent]
         for attempt in work:
             with job_context(attempt.job_id):
-                outcome = self._sender.send(attempt.delivery_id, attempt.url, attempt.payload)
-                self._record(attempt, outcome)
-        return len(work)
+                self._record(attempt, self._attempt(attempt))
+        return len(claimed)
+
+    def _attempt(self, attempt: Attempt) -> Outcome:
+        try:
+            return self._sender.send(attempt.delivery_id, attempt.url, attempt.payload)
+        except Exception as exc:  # a bug must not leave the row leased for good
+            log.exception("webhook.attempt_crashed")
+            return Outcome(False, f"internal error: {type(exc).__name__}")
 
     def close(self) -> None:
         self._sender.close()

@@ -78,32 +78,55 @@ def test_a_restart_between_attempts_loses_nothing(
     assert received.job["id"] == job_id
 
 
+def cut_short(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One attempt that dies after its POST, before its outcome is recorded; then its lease
+    runs out."""
+    deliverer = deliverer_of(client)
+
+    def crash(*_: object) -> None:
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(deliverer, "_record", crash)
+    with pytest.raises(SystemExit):
+        deliverer.run_once()
+    monkeypatch.undo()
+    assert deliverer.run_once() == 0  # leased: not due yet
+    with resources_of(client).sessions() as session:
+        session.execute(update(Delivery).values(next_attempt_at=utcnow()))
+        session.commit()
+
+
 def test_an_attempt_cut_short_is_made_again_under_the_same_id(
     webhook_app: WebhookApp,
     kestra: KestraStandin,
     receiver: Receiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The process dies after the POST, before recording it: once the lease runs out another
-    worker sends it again, with the same webhook-id (at least once)."""
+    """At least once: the row is sent again, with the same webhook-id and body."""
     with webhook_app() as before:
         job_id = ended_job(before, kestra, receiver.url())
-        deliverer = deliverer_of(before)
-
-        def crash(*_: object) -> None:
-            raise SystemExit("killed")
-
-        monkeypatch.setattr(deliverer, "_record", crash)
-        with pytest.raises(SystemExit):
-            deliverer.run_once()
+        cut_short(before, monkeypatch)
         leased = webhook_of(before, job_id)
         assert (leased["state"], leased["attempts"]) == ("pending", 1)
-        assert deliverer_of(before).run_once() == 0  # leased: not due yet
-        with resources_of(before).sessions() as session:  # the lease runs out
-            session.execute(update(Delivery).values(next_attempt_at=utcnow()))
-            session.commit()
     with webhook_app() as after:
-        deliverer_of(after).run_once()
+        assert deliverer_of(after).run_once() == 1
     first, second = receiver.received
     assert first.webhook_id == second.webhook_id
     assert first.job == second.job
+
+
+def test_a_last_attempt_cut_short_fails_the_webhook_without_another(
+    make_settings: SettingsFactory,
+    kestra: KestraStandin,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = make_settings(**kestra_settings(kestra), **webhook_settings(webhook_max_attempts=1))
+    with keyed_client(settings) as client:
+        job_id = ended_job(client, kestra, receiver.url())
+        cut_short(client, monkeypatch)
+        assert deliverer_of(client).run_once() == 1
+        webhook = webhook_of(client, job_id)
+    assert (webhook["state"], webhook["attempts"]) == ("failed", 1)
+    assert "outcome was lost" in webhook["last_error"]
+    assert len(receiver.received) == 1
