@@ -10,12 +10,12 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.factories import kestra_settings, webhook_settings
+from tests.api.factories import kestra_settings
 from tests.support.api_app import SettingsFactory, keyed_client
 from tests.support.kestra import KestraStandin
 from tests.support.net import free_port
 from tests.support.paths import FIXTURE_MODEL
-from tests.support.webhooks import Receiver
+from tests.support.webhooks import Receiver, webhook_settings
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from tests.support.api_app import ADMIN_KEY, CALLBACK_TOKEN, bearer, resources_o
 from tests.support.images import encode
 from tests.support.kestra import KestraStandin
 from tests.support.wait import wait_until
-from tests.support.webhooks import SECRET
 
 CLASS_NAMES = {"0": "circle", "1": "square", "2": "triangle"}
 CALLBACK_AUTH = {"Authorization": f"Bearer {CALLBACK_TOKEN}"}
@@ -42,18 +41,6 @@ def kestra_settings(standin: KestraStandin) -> dict[str, Any]:
         "kestra_read_timeout_s": 2.0,
         # The in-process stand-in shows executions at once unless a test delays them.
         "kestra_visibility_grace_s": 0.5,
-    }
-
-
-def webhook_settings(**overrides: Any) -> dict[str, Any]:
-    """Webhooks on, loopback allowed (the test receiver), back-offs of milliseconds."""
-    return {
-        "webhook_secret": SECRET,
-        "webhook_allowed_networks": "127.0.0.0/8,::1/128",
-        "webhook_backoff_s": 0.01,
-        "webhook_max_backoff_s": 0.05,
-        "webhook_timeout_s": 2.0,
-        **overrides,
     }
 
 

@@ -21,6 +21,18 @@ from tests.support.net import free_port
 SECRET = "whsec_" + base64.b64encode(b"test-webhook-secret-of-32-bytes!").decode()
 
 
+def webhook_settings(**overrides: Any) -> dict[str, Any]:
+    """Webhooks on, loopback allowed (the test receiver), back-offs of milliseconds."""
+    return {
+        "webhook_secret": SECRET,
+        "webhook_allowed_networks": "127.0.0.0/8,::1/128",
+        "webhook_backoff_s": 0.01,
+        "webhook_max_backoff_s": 0.05,
+        "webhook_timeout_s": 2.0,
+        **overrides,
+    }
+
+
 @dataclass(frozen=True)
 class Received:
     path: str

@@ -15,12 +15,11 @@ from tests.api.factories import (
     ended_job,
     kestra_settings,
     webhook_of,
-    webhook_settings,
 )
 from tests.support.api_app import ADMIN_KEY, SettingsFactory, bearer, keyed_client, resources_of
 from tests.support.images import encode
 from tests.support.kestra import KestraStandin
-from tests.support.webhooks import Receiver
+from tests.support.webhooks import Receiver, webhook_settings
 
 
 def delivery_id(client: TestClient, job_id: str) -> str:

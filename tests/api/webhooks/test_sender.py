@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from app.webhooks.sender import Sender
-from tests.api.factories import webhook_settings
 from tests.support.api_app import SettingsFactory
-from tests.support.webhooks import Receiver
+from tests.support.webhooks import Receiver, webhook_settings
 
 
 def certificate(directory: Path, name: str) -> tuple[Path, Path]:

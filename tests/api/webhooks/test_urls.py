@@ -16,12 +16,11 @@ from tests.api.factories import (
     deliver_until,
     ended_job,
     kestra_settings,
-    webhook_settings,
 )
 from tests.support.api_app import ADMIN_KEY, SettingsFactory, bearer, keyed_client
 from tests.support.images import encode
 from tests.support.kestra import KestraStandin
-from tests.support.webhooks import Receiver
+from tests.support.webhooks import Receiver, webhook_settings
 
 FILES = [("files", ("a.png", encode("PNG", 40, 30)))]
 

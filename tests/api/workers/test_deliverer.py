@@ -20,11 +20,10 @@ from tests.api.factories import (
     ended_job,
     kestra_settings,
     webhook_of,
-    webhook_settings,
 )
 from tests.support.api_app import SettingsFactory, keyed_client, resources_of
 from tests.support.kestra import KestraStandin
-from tests.support.webhooks import Receiver
+from tests.support.webhooks import Receiver, webhook_settings
 
 WebhookApp = Callable[[], AbstractContextManager[TestClient]]
 
