@@ -12,6 +12,7 @@ from app.config import Settings
 from app.jobs.intake import Intake
 from app.orchestrators.base import Orchestrator
 from app.storage import SharedStorage
+from app.workers.deliverer import Deliverer
 from app.workers.dispatcher import Dispatcher
 from app.workers.reconciler import Reconciler
 
@@ -28,6 +29,7 @@ class Resources:
     orchestrator: Orchestrator
     dispatcher: Dispatcher
     reconciler: Reconciler
+    deliverer: Deliverer | None  # None: WEBHOOK_SECRET unset, no webhooks
 
 
 def get_resources(request: Request) -> Resources:
