@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.jobs.intake import Intake
+from app.metrics.exposition import Exporter
 from app.orchestrators.base import Orchestrator
 from app.storage import SharedStorage
 from app.workers.dispatcher import Dispatcher
@@ -28,6 +29,7 @@ class Resources:
     orchestrator: Orchestrator
     dispatcher: Dispatcher
     reconciler: Reconciler
+    metrics: Exporter
 
 
 def get_resources(request: Request) -> Resources:
