@@ -1,5 +1,5 @@
 """The jobs' state, read from the database at each scrape: right across workers and restarts.
-One query, answered from the (status, created_at) index."""
+One grouped query over the jobs table (its cost grows with the table: README, Metrics)."""
 
 from __future__ import annotations
 
