@@ -21,10 +21,10 @@ from tests.api.factories import (
     write_result,
     write_success,
 )
-from tests.api.metrics.scrape import change, scrape, value
 from tests.api.workers.test_reconciler import reconcile_late
 from tests.support.api_app import resources_of
 from tests.support.kestra import KestraStandin
+from tests.support.metrics import change, scrape, value
 
 
 def rows(client: TestClient, job_ids: list[str]) -> list[Job]:

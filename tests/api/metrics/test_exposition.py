@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from app.config import Refusal
 from app.main import create_app
 from app.startup import check_metrics
-from tests.api.metrics.scrape import scrape, scrape_port, value
 from tests.support.api_app import SettingsFactory, keyed_client
+from tests.support.metrics import scrape, scrape_port, value
 from tests.support.net import free_port
 from tests.support.processes import clean_env
 

@@ -13,8 +13,8 @@ from sqlalchemy import insert, text
 
 from app.jobs.models import Job, JobStatus
 from app.jobs.service import utcnow
-from tests.api.metrics.scrape import scrape, value
 from tests.support.api_app import resources_of
+from tests.support.metrics import scrape, value
 
 STATUSES = list(JobStatus)
 # A stack that keeps up: of every 100 jobs, one in each unfinished status and 3 failed.

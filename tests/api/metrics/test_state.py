@@ -8,9 +8,9 @@ from app.db import make_engine, make_session_factory
 from app.jobs.models import JobStatus
 from app.metrics.state import JobStateCollector
 from tests.api.factories import callback, submitted_batch, upload, write_success
-from tests.api.metrics.scrape import Samples, scrape, value
 from tests.support.api_app import SettingsFactory, resources_of
 from tests.support.kestra import KestraStandin
+from tests.support.metrics import Samples, scrape, value
 from tests.support.net import free_port
 
 FAMILIES = {

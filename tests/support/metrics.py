@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from fastapi.testclient import TestClient
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 Labels = tuple[tuple[str, str], ...]
@@ -20,7 +20,7 @@ def parse(text: str) -> Samples:
     }
 
 
-def scrape(client: TestClient) -> Samples:
+def scrape(client: httpx.Client) -> Samples:
     """GET /metrics on the API's port, with a key that is not valid: none is asked for."""
     response = client.get("/metrics", headers={"Authorization": "Bearer not-a-key"})
     assert response.status_code == 200, response.text
