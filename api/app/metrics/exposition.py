@@ -29,10 +29,11 @@ class Exporter(Collector):
         self._settings = settings
         self._state = JobStateCollector(sessions)
         directory = settings.prometheus_multiproc_dir
+        own = events().registry  # made now, so a scrape shows every metric from the start
         self._events: Collector = (
             MultiProcessCollector(None, path=str(directory))  # type: ignore[no-untyped-call]
             if directory
-            else events().registry
+            else own
         )
         self._server: tuple[WSGIServer, threading.Thread] | None = None
 

@@ -8,6 +8,7 @@ from datetime import datetime
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.jobs import service
 from app.jobs.models import Job
@@ -121,20 +122,12 @@ def test_a_rolled_back_transition_is_not_counted_and_its_retry_once(
     _, batch_id = submitted_job(kestra_client)
     sessions = resources_of(kestra_client).sessions
     before = scrape(kestra_client)
-    with sessions() as session:
-        service.fail_batch(session, batch_id, "refused")
-        session.rollback()
-    assert (
-        change(before, scrape(kestra_client), "yolo_job_duration_seconds_count", status="failed")
-        == 0
-    )
-    with sessions() as session:
-        service.fail_batch(session, batch_id, "refused")
-        session.commit()
-    assert (
-        change(before, scrape(kestra_client), "yolo_job_duration_seconds_count", status="failed")
-        == 1
-    )
+    for end, failed in ((Session.rollback, 0), (Session.commit, 1)):
+        with sessions() as session:
+            service.fail_batch(session, batch_id, "refused")
+            end(session)
+        after = scrape(kestra_client)
+        assert change(before, after, "yolo_job_duration_seconds_count", status="failed") == failed
 
 
 def test_webhook_deliveries_are_counted_by_outcome(client: TestClient) -> None:
