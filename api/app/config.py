@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 5.0
     # Poll a submitted/running job whose callback has not come after this long.
     reconcile_after_s: float = 30.0
+    # The reconciler deletes finished jobs (files, then rows) this many days after they
+    # ended, at most retention_batch per pass; 0 keeps every job.
+    retention_days: int = Field(default=0, ge=0, le=36500)
+    retention_batch: int = Field(default=100, ge=1, le=10_000)
 
     log_level: str = "INFO"
 

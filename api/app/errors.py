@@ -83,6 +83,17 @@ class ModelInUse(Conflict):
     code = "model_in_use"
 
 
+class JobInFlight(Conflict):
+    """The job is being sent or run: its files stay until it has finished."""
+
+    code = "job_in_flight"
+    retry_after_s = 10
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 class PayloadTooLarge(AppError):
     status_code = 413
     code = "file_too_large"

@@ -26,7 +26,7 @@ from app.errors import (
     OrchestratorDown,
     Unauthorized,
 )
-from app.jobs import repository, service
+from app.jobs import repository, retention, service
 from app.jobs.intake import InferenceParams, UploadRequest
 from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import (
@@ -252,6 +252,34 @@ def get_annotated(
             f"Job {job_id} has no annotated image (status: {job.status}).", status=job.status
         )
     return FileResponse(_served(resources, job.annotated_path, job_id), media_type="image/jpeg")
+
+
+@router.delete(
+    "/v1/jobs/{job_id}",
+    status_code=204,
+    tags=["jobs"],
+    summary="Delete a job and its files",
+    responses=errors(
+        404,
+        409,
+        s404="`not_found`: no such job of this key: unknown, deleted already (so a repeated "
+        "DELETE gets 404, the job being gone either way), or another key's",
+        s409="`job_in_flight`: submitted, running or being sent; retry once it has finished "
+        "(see `Retry-After`)",
+    ),
+)
+def delete_job(
+    job_id: str, session: SessionDep, resources: ResourcesDep, viewer: PrincipalDep
+) -> Response:
+    """Removes the job's upload, result and annotated image, then its row. A queued job not
+    yet sent is cancelled this way; a job with the orchestrator is refused (409) until it has
+    finished, since its container reads the upload. Idempotent: afterwards the job is gone,
+    and a repeated DELETE answers 404 like GET does (a 404 on DELETE means there is nothing
+    of this key's left to delete). The job's Idempotency-Key goes with it: a retried upload
+    gets back only the jobs still there, or new ones if none is."""
+    retention.delete_job(session, resources.storage, job_id, viewer)
+    session.commit()
+    return Response(status_code=204)
 
 
 def _served(resources: Resources, relative: str, job_id: str) -> Path:
