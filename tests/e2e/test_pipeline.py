@@ -136,6 +136,11 @@ def test_burst_is_batched_and_every_job_succeeds_in_a_throwaway_container(stack:
     lag = "yolo_callback_lag_seconds_count"
     polled = change(before, after, lag, via="poll")
     assert change(before, after, lag, via="callback") + polled == len(ids)
+    files = stack.docker(
+        "exec", stack.compose.container("api"), "python", "-c",
+        "import os; print(*os.listdir('/tmp/metrics'))",
+    ).stdout.split()  # fmt: skip
+    assert len({name.rsplit("_", 1)[-1] for name in files}) >= 2, files  # <kind>_<pid>.db
     account(stack)
     record(
         "burst",
