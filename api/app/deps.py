@@ -13,6 +13,7 @@ from app.jobs.intake import Intake
 from app.metrics.exposition import Exporter
 from app.orchestrators.base import Orchestrator
 from app.storage import SharedStorage
+from app.workers.deliverer import Deliverer
 from app.workers.dispatcher import Dispatcher
 from app.workers.reconciler import Reconciler
 
@@ -29,6 +30,7 @@ class Resources:
     orchestrator: Orchestrator
     dispatcher: Dispatcher
     reconciler: Reconciler
+    deliverer: Deliverer | None  # None: WEBHOOK_SECRET unset, no webhooks
     metrics: Exporter
 
 

@@ -138,6 +138,16 @@ class UnknownModel(InvalidRequest):
     code = "unknown_model"
 
 
+class InvalidCallbackUrl(InvalidRequest):
+    code = "invalid_callback_url"
+
+
+class WebhooksUnavailable(InvalidRequest):
+    """A callback_url was named but the server has no WEBHOOK_SECRET to sign with."""
+
+    code = "webhooks_unavailable"
+
+
 class IdempotencyKeyReused(AppError):
     status_code = 422
     code = "idempotency_key_reused"

@@ -24,6 +24,7 @@ from app.orchestrators.base import Execution, Orchestrator
 from app.orchestrators.kestra import KestraOrchestrator
 from app.startup import RefusalGuard, check_metrics, check_orchestrator
 from app.storage import SharedStorage
+from app.workers.deliverer import Deliverer
 from app.workers.dispatcher import Dispatcher
 from app.workers.reconciler import Reconciler
 
@@ -56,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if conf.workers_enabled:
             resources.dispatcher.start()
             resources.reconciler.start()
+            if resources.deliverer is not None:
+                resources.deliverer.start()
         log.info("api.started", extra={"orchestrator": conf.orchestrator.value})
         if not conf.require_api_keys:
             log.warning(
@@ -71,6 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             resources.metrics.stop()
             resources.dispatcher.stop()
             resources.reconciler.stop()
+            if resources.deliverer is not None:
+                resources.deliverer.stop()
+                resources.deliverer.close()
             resources.orchestrator.close()
             resources.engine.dispose()
             log.info("api.stopped")
@@ -126,9 +132,19 @@ def _open(settings: Settings) -> Resources:
     dispatcher = Dispatcher(settings, sessions, orchestrator)
     intake = Intake(settings, sessions, storage, wake=dispatcher.wake)
     reconciler = Reconciler(settings, sessions, orchestrator, storage)
+    deliverer = Deliverer(settings, sessions) if settings.webhook_secret else None
     metrics = Exporter(settings, sessions)
     return Resources(
-        settings, engine, sessions, storage, intake, orchestrator, dispatcher, reconciler, metrics
+        settings,
+        engine,
+        sessions,
+        storage,
+        intake,
+        orchestrator,
+        dispatcher,
+        reconciler,
+        deliverer,
+        metrics,
     )
 
 

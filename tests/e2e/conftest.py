@@ -30,6 +30,7 @@ from tests.support.engine import Docker, engine_for_tests, require
 from tests.support.paths import ROOT
 from tests.support.stack import ARTIFACTS, Stack, ensure_inference_image
 from tests.support.stack.record import RECOVERY, record
+from tests.support.webhooks import SECRET as WEBHOOK_SECRET
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -90,6 +91,10 @@ def stack(e2e_docker: Docker, inference_image: str) -> Iterator[Stack]:
         "WEB_CONCURRENCY": "2",
         # The minimal API image (no shell): the compose tests in tests/docker run the default.
         "API_TARGET": "minimal",
+        # Webhooks to a receiver on the host, at the gateway of the stack's network (a private
+        # address in one of Docker's default pools, allowed here).
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "WEBHOOK_ALLOWED_NETWORKS": "172.16.0.0/12,192.168.0.0/16,10.0.0.0/8",
     }
     the_stack = Stack.create(e2e_docker, "e2e", env, require)
     print(f"\n[e2e] compose project {the_stack.project}")

@@ -12,11 +12,13 @@ from sqlalchemy.orm import Session
 from app.errors import NotFound
 from app.jobs import repository, results
 from app.jobs.models import Job, JobStatus
+from app.jobs.schemas import JobOut
 from app.keys.service import OPEN, Principal
 from app.logs import job_context
 from app.metrics import events as metrics
 from app.orchestrators.base import Execution, Phase, Submission
 from app.storage import ResultUnavailable, SharedStorage
+from app.webhooks import outbox
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,9 @@ def submission_for(batch_id: str, jobs: Sequence[Job]) -> Submission:
 
 
 def transition(job: Job, target: JobStatus, now: datetime) -> bool:
-    """The only function that changes a job's status; stamps the transition's time."""
+    """The only function that changes a job's status; stamps the transition's time. A job
+    that ends with a callback_url gets its webhook delivery in the same transaction, its body
+    the job's JSON as of now (so set the job's outcome before calling this)."""
     current = JobStatus(job.status)
     if target == current:
         return False
@@ -71,6 +75,8 @@ def transition(job: Job, target: JobStatus, now: datetime) -> bool:
         job.next_dispatch_at = now
     else:
         job.finished_at = now
+        if job.callback_url:
+            job.delivery = outbox.new_delivery(job.callback_url, JobOut.webhook_body(job), now)
     log.info("job.status", extra={"from": current, "to": target})
     metrics.record_transition(job, current, target, now)
     return True
@@ -99,8 +105,9 @@ def fail_batch(session: Session, batch_id: str, reason: str) -> None:
     now = utcnow()
     for job in repository.in_batch(session, batch_id):
         with job_context(job.id):
-            if transition(job, JobStatus.FAILED, now):
-                job.error = reason
+            if not JobStatus(job.status).terminal:
+                job.error = reason  # before the transition: the webhook's body includes it
+                transition(job, JobStatus.FAILED, now)
 
 
 def requeue(session: Session, job_id: str, reason: str) -> None:

@@ -27,11 +27,14 @@ class StackApi:
         auth = {"Authorization": f"Bearer {self.admin_key}"}
         return httpx.Client(base_url=self.url, timeout=timeout, headers=auth)
 
-    def upload(self, batch: Sequence[Scene], key: str | None = None) -> list[dict[str, Any]]:
+    def upload(
+        self, batch: Sequence[Scene], key: str | None = None, form: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """`form`: the upload's other fields (callback_url, model, ...)."""
         headers = {"Idempotency-Key": key} if key else {}
         files = [("files", (s.name, s.data, "application/octet-stream")) for s in batch]
         with self.client() as client:
-            response = client.post("/v1/uploads", files=files, headers=headers)
+            response = client.post("/v1/uploads", files=files, headers=headers, data=form)
         assert response.status_code == 202, f"{response.status_code} {response.text}"
         jobs: list[dict[str, Any]] = response.json()["jobs"]
         assert len(jobs) == len(batch)
