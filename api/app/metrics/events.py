@@ -65,7 +65,8 @@ class Events:
         )
         self.webhook_deliveries = Counter(
             "yolo_webhook_deliveries",
-            "Webhook delivery attempts, by outcome.",
+            "Webhook delivery attempts, by outcome: delivered, retrying (failed, tried again "
+            "later) or failed (the last attempt failed).",
             ["outcome"],
             registry=self.registry,
         )
@@ -88,7 +89,7 @@ def record_batch(size: int) -> None:
 
 
 def record_webhook_delivery(outcome: str) -> None:
-    """One webhook delivery attempt ended with `outcome` (e.g. delivered, failed, gave_up)."""
+    """One webhook delivery attempt ended with `outcome` (app.webhooks.outbox.record)."""
     events().webhook_deliveries.labels(outcome).inc()
 
 
