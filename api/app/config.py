@@ -144,6 +144,18 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Prometheus metrics: at /metrics on the API's port (no key), on a port of their own
+    # (METRICS_PORT, bound to METRICS_HOST by one worker), or not at all.
+    metrics_enabled: bool = True
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: the API's own port
+    metrics_host: str = "127.0.0.1"
+    # prometheus_client's multiprocess mode (the library reads this variable itself): an
+    # empty directory, emptied before the server starts, where each worker writes its events.
+    prometheus_multiproc_dir: Path | None = None
+    # uvicorn's worker processes (uvicorn reads WEB_CONCURRENCY itself; read here to check
+    # that several workers' events can be added up).
+    web_concurrency: int = Field(default=1, ge=1)
+
     @field_validator("webhook_allowed_networks", mode="before")
     @classmethod
     def _split_networks(cls, value: object) -> object:

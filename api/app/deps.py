@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.jobs.intake import Intake
+from app.metrics.exposition import Exporter
 from app.orchestrators.base import Orchestrator
 from app.storage import SharedStorage
 from app.workers.deliverer import Deliverer
@@ -30,6 +31,7 @@ class Resources:
     dispatcher: Dispatcher
     reconciler: Reconciler
     deliverer: Deliverer | None  # None: WEBHOOK_SECRET unset, no webhooks
+    metrics: Exporter
 
 
 def get_resources(request: Request) -> Resources:

@@ -16,11 +16,13 @@ from app.jobs import service
 from app.jobs.intake import Intake
 from app.keys import routes as key_routes
 from app.logs import configure_logging
+from app.metrics import routes as metrics_routes
+from app.metrics.exposition import Exporter
 from app.middleware import HardeningMiddleware
 from app.models import routes as model_routes
 from app.orchestrators.base import Execution, Orchestrator
 from app.orchestrators.kestra import KestraOrchestrator
-from app.startup import RefusalGuard, check_orchestrator
+from app.startup import RefusalGuard, check_metrics, check_orchestrator
 from app.storage import SharedStorage
 from app.workers.deliverer import Deliverer
 from app.workers.dispatcher import Dispatcher
@@ -48,8 +50,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         conf = settings or load_settings()
         configure_logging(conf.log_level)
         check_orchestrator(conf)
+        check_metrics(conf)
         resources = _open(conf)
         app.state.resources = resources
+        resources.metrics.start()
         if conf.workers_enabled:
             resources.dispatcher.start()
             resources.reconciler.start()
@@ -67,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            resources.metrics.stop()
             resources.dispatcher.stop()
             resources.reconciler.stop()
             if resources.deliverer is not None:
@@ -90,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(HardeningMiddleware)
     app.add_middleware(RefusalGuard)
     app.include_router(health.router)
+    app.include_router(metrics_routes.router)
     app.include_router(job_routes.router)
     app.include_router(key_routes.router)
     app.include_router(model_routes.router)
@@ -127,8 +133,18 @@ def _open(settings: Settings) -> Resources:
     intake = Intake(settings, sessions, storage, wake=dispatcher.wake)
     reconciler = Reconciler(settings, sessions, orchestrator, storage)
     deliverer = Deliverer(settings, sessions) if settings.webhook_secret else None
+    metrics = Exporter(settings, sessions)
     return Resources(
-        settings, engine, sessions, storage, intake, orchestrator, dispatcher, reconciler, deliverer
+        settings,
+        engine,
+        sessions,
+        storage,
+        intake,
+        orchestrator,
+        dispatcher,
+        reconciler,
+        deliverer,
+        metrics,
     )
 
 

@@ -97,6 +97,12 @@ def test_compose_model(compose_docker: Docker) -> None:
     assert api["cap_drop"] == ["ALL"]
     assert "no-new-privileges:true" in api["security_opt"]
     assert any(t.startswith("/tmp") for t in api["tmpfs"])
+    # Metrics: every worker's events in a directory on that tmpfs, emptied with each start;
+    # on the API's port unless METRICS_PORT is set, and no port of their own is published.
+    assert api["environment"]["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    assert api["environment"]["METRICS_PORT"] == "0"
+    assert [port["target"] for port in api["ports"]] == [8000]
+    assert "METRICS_PORT" not in services["bootstrap"]["environment"]
     for name in ("api", "kestra"):
         for port in services[name].get("ports", []):
             assert port["host_ip"] == "127.0.0.1", (name, port)

@@ -15,6 +15,7 @@ from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import JobOut
 from app.keys.service import OPEN, Principal
 from app.logs import job_context
+from app.metrics import events as metrics
 from app.orchestrators.base import Execution, Phase, Submission
 from app.storage import ResultUnavailable, SharedStorage
 from app.webhooks import outbox
@@ -77,6 +78,7 @@ def transition(job: Job, target: JobStatus, now: datetime) -> bool:
         if job.callback_url:
             job.delivery = outbox.new_delivery(job.callback_url, JobOut.webhook_body(job), now)
     log.info("job.status", extra={"from": current, "to": target})
+    metrics.record_transition(job, current, target, now)
     return True
 
 
@@ -122,7 +124,7 @@ def apply_batch(session: Session, storage: SharedStorage, execution: Execution) 
     if not jobs:
         raise NotFound(f"No jobs in batch {execution.batch_id}.")
     for job in jobs:
-        _apply(job, storage, execution)
+        _apply(job, storage, execution, via="callback")
     return list(jobs)
 
 
@@ -131,12 +133,13 @@ def apply_execution(
 ) -> Job:
     """Update one job from its execution (the reconciler's polls)."""
     job = get_job(session, job_id, for_update=True)
-    _apply(job, storage, execution)
+    _apply(job, storage, execution, via="poll")
     return job
 
 
-def _apply(job: Job, storage: SharedStorage, execution: Execution) -> None:
-    """The one path for callbacks, polls and local runs; idempotent."""
+def _apply(job: Job, storage: SharedStorage, execution: Execution, via: str) -> None:
+    """The one path for callbacks, polls and local runs (`via`: how the news came);
+    idempotent."""
     with job_context(job.id):
         if JobStatus(job.status).terminal:
             return
@@ -158,6 +161,8 @@ def _apply(job: Job, storage: SharedStorage, execution: Execution) -> None:
             transition(job, JobStatus.RUNNING, now)
         else:
             _finish(job, storage, execution, now)
+            if JobStatus(job.status).terminal:
+                metrics.record_callback_lag(job, via, execution.ended_at, now)
 
 
 def _attach(job: Job, execution: Execution) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
 from app.config import Settings
+from app.metrics.events import record_webhook_delivery
 from app.webhooks.models import Delivery, DeliveryState
 from app.webhooks.sender import Outcome
 
@@ -74,7 +75,7 @@ class RetryPolicy:
 
 def record(delivery: Delivery, outcome: Outcome, policy: RetryPolicy, now: datetime) -> None:
     """The one place an attempt's outcome lands: delivered, retried later, or failed for good
-    after the last attempt. (A metrics counter belongs here.)"""
+    after the last attempt; each counted in yolo_webhook_deliveries_total by that outcome."""
     delivery.updated_at = now
     extra = {"webhook_id": delivery.id, "job_id": delivery.job_id, "attempts": delivery.attempts}
     if outcome.delivered:
@@ -83,15 +84,18 @@ def record(delivery: Delivery, outcome: Outcome, policy: RetryPolicy, now: datet
         delivery.next_attempt_at = None
         delivery.last_error = None
         log.info("webhook.delivered", extra=extra)
+        record_webhook_delivery("delivered")
         return
     delivery.last_error = outcome.error
     if delivery.attempts >= policy.max_attempts:
         delivery.state = DeliveryState.FAILED
         delivery.next_attempt_at = None
         log.warning("webhook.failed", extra={**extra, "reason": outcome.error})
+        record_webhook_delivery("failed")
         return
     delivery.next_attempt_at = now + policy.delay(delivery.attempts)
     log.info(
         "webhook.retry",
         extra={**extra, "reason": outcome.error, "at": delivery.next_attempt_at.isoformat()},
     )
+    record_webhook_delivery("retrying")

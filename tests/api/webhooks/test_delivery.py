@@ -19,7 +19,10 @@ from tests.api.factories import (
 from tests.support.api_app import ADMIN_KEY, SettingsFactory, bearer, keyed_client, resources_of
 from tests.support.images import encode
 from tests.support.kestra import KestraStandin
+from tests.support.metrics import change, scrape
 from tests.support.webhooks import Receiver, webhook_settings
+
+DELIVERIES = "yolo_webhook_deliveries_total"
 
 
 def delivery_id(client: TestClient, job_id: str) -> str:
@@ -86,9 +89,13 @@ def test_an_error_answer_is_retried_under_the_same_id(
     webhook_client: TestClient, kestra: KestraStandin, receiver: Receiver
 ) -> None:
     receiver.statuses = [500]
+    before = scrape(webhook_client)
     job_id = ended_job(webhook_client, kestra, receiver.url())
     webhook = deliver_until(webhook_client, job_id, "delivered")
     assert webhook["attempts"] == 2
+    after = scrape(webhook_client)
+    for outcome, attempts in (("retrying", 1), ("delivered", 1), ("failed", 0)):
+        assert change(before, after, DELIVERIES, outcome=outcome) == attempts
     first, second = receiver.received
     assert first.webhook_id == second.webhook_id == delivery_id(webhook_client, job_id)
     assert first.job == second.job  # the same frozen body
@@ -100,9 +107,13 @@ def test_after_the_last_attempt_the_webhook_has_failed(
     settings = make_settings(**kestra_settings(kestra), **webhook_settings(webhook_max_attempts=3))
     receiver.statuses = [503] * 10
     with keyed_client(settings) as client:
+        before = scrape(client)
         job_id = ended_job(client, kestra, receiver.url())
         webhook = deliver_until(client, job_id, "failed")
         assert deliverer_of(client).run_once() == 0
+        after = scrape(client)
+    for outcome, attempts in (("retrying", 2), ("delivered", 0), ("failed", 1)):
+        assert change(before, after, DELIVERIES, outcome=outcome) == attempts
     assert (webhook["attempts"], webhook["last_error"]) == (3, "HTTP 503")
     assert webhook["next_attempt_at"] is None
     assert len(receiver.received) == 3
