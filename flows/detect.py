@@ -11,6 +11,7 @@ needs ultralytics (with its numpy and OpenCV) and the standard library only.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import importlib.util
 import json
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 RESULTS_DIR = "results"
 MODELS_DIR = "models"
+OPENVINO_SUFFIX = "_openvino_model"  # Ultralytics' name for an OpenVINO export's directory
 DEFAULT_CONF = 0.25
 DEFAULT_IMGSZ = 640
 # Where the official ultralytics/ultralytics images keep their default weights (their WORKDIR).
@@ -279,18 +281,18 @@ def _resolve_model(config: Config) -> str:
         raise DetectError("The model name is empty.")
     p = Path(model)
     if p.is_absolute():
-        if not p.is_file():
+        if not _is_model(p):
             raise DetectError(f"The model file {model} does not exist.")
         return str(p)
     under_data = data_dir / p
-    if under_data.is_file():
+    if _is_model(under_data):
         return str(under_data.resolve())
     if len(p.parts) > 1:
-        if p.is_file():
+        if _is_model(p):
             return str(p.resolve())
         raise DetectError(f"The model file {model} does not exist in the data directory.")
     cached = data_dir / MODELS_DIR / p
-    if cached.is_file():
+    if _is_model(cached):
         return str(cached.resolve())
     shipped = shipped_weights(model)
     if shipped is not None:
@@ -302,6 +304,44 @@ def _resolve_model(config: Config) -> str:
         "inference image. Add it with `yoloctl models push` (PUT /v1/models/NAME), or set "
         "ALLOW_MODEL_DOWNLOAD=true to let Ultralytics download it."
     )
+
+
+def _is_model(path: Path) -> bool:
+    """A weights or ONNX file, or an OpenVINO export's directory."""
+    return path.is_file() or (path.is_dir() and path.name.endswith(OPENVINO_SUFFIX))
+
+
+def export_format(model_ref: str) -> str | None:
+    """The export format of a resolved model reference, None for PyTorch weights."""
+    if model_ref.endswith(".onnx"):
+        return "onnx"
+    if model_ref.rstrip("/").endswith(OPENVINO_SUFFIX):
+        return "openvino"
+    return None
+
+
+def check_export_size(model_ref: str, imgsz: int) -> None:
+    """Refuse an export whose fixed input size is not ``imgsz``. Ultralytics would otherwise
+    run it at its export size whatever ``imgsz`` says (the predictor takes the size from the
+    export's metadata), so the boxes would not be those of ``predict(imgsz=IMGSZ)``. Reads
+    the metadata Ultralytics embeds (ONNX) or writes beside the export (OpenVINO's
+    metadata.yaml) without loading the model."""
+    from ultralytics.nn.backends.base import BaseBackend
+
+    meta = BaseBackend.read_metadata(model_ref)
+    args, size = meta.get("args", {}), meta.get("imgsz")
+    args = ast.literal_eval(args) if isinstance(args, str) else args
+    size = ast.literal_eval(size) if isinstance(size, str) else size
+    if isinstance(args, dict) and args.get("dynamic"):
+        return
+    if not isinstance(size, list) or len(size) != 2:
+        raise DetectError(f"The export {Path(model_ref).name} records no input size.")
+    if size != [imgsz, imgsz]:
+        raise DetectError(
+            f"The export {Path(model_ref).name} takes {size[1]}x{size[0]} images only, and "
+            f"this batch asks for imgsz {imgsz}: export the model again at {imgsz}, or set "
+            f"the image size to {size[0]}."
+        )
 
 
 def shipped_weights(name: str) -> Path | None:
@@ -342,6 +382,9 @@ def load_model(model_ref: str, data_dir: Path) -> YOLO:
     """Load a YOLO model (a bare name may be downloaded into a writable dir)."""
     from ultralytics.models import YOLO
 
+    if export_format(model_ref) is not None:
+        # An export carries no task in the file name Ultralytics guesses it from.
+        return _without_warmup(YOLO(model_ref, task="detect"))
     if os.sep in model_ref or Path(model_ref).is_file():
         return _without_warmup(YOLO(model_ref))
     # Bare Ultralytics name not found locally: Ultralytics downloads into the
@@ -509,6 +552,8 @@ def _checked(config: Config, jobs: list[Job]) -> list[Job]:
 def _load(config: Config) -> YOLO:
     model_ref = _resolve_model(config)
     try:
+        if export_format(model_ref) is not None:
+            check_export_size(model_ref, config.imgsz)
         return load_model(model_ref, config.data_dir)
     except DetectError:
         raise
