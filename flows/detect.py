@@ -18,10 +18,12 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -636,6 +638,95 @@ def run(config: Config, out: TextIO) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- export
+
+
+FORMATS = ("onnx", "openvino")
+_EXPORT_MODEL_RE = re.compile(rf"{MODELS_DIR}/([A-Za-z0-9][A-Za-z0-9._-]{{0,99}})\.pt")
+
+
+def _export_model(value: str) -> str:
+    if not _EXPORT_MODEL_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not {MODELS_DIR}/<name>.pt")
+    return value
+
+
+def export_name(model: str, fmt: str) -> str:
+    """``models/<stem>.onnx`` or ``models/<stem>_openvino_model``: Ultralytics' own names."""
+    stem = model.removeprefix(f"{MODELS_DIR}/").removesuffix(".pt")
+    return f"{MODELS_DIR}/{stem}.onnx" if fmt == "onnx" else f"{MODELS_DIR}/{stem}{OPENVINO_SUFFIX}"
+
+
+def export(data_dir: Path, model: str, fmt: str, imgsz: int) -> str:
+    """Export ``model`` and rename the result into place; returns its name (``export_name``)."""
+    from ultralytics.models import YOLO
+
+    source = data_dir / model
+    if not source.is_file():
+        raise DetectError(f"The model file {model} does not exist in the data directory.")
+    target = data_dir / export_name(model, fmt)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".export-"))
+    try:
+        # Ultralytics writes the export beside the weights: a copy in the temp dir.
+        weights = shutil.copyfile(source, work / source.name)
+        try:
+            made = Path(YOLO(str(weights)).export(format=fmt, imgsz=imgsz))
+        except Exception as exc:
+            raise DetectError(f"Exporting {model} to {fmt} failed: {_readable(exc)}") from exc
+        for path in (made, *made.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        _replace(made, target, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return export_name(model, fmt)
+
+
+def _replace(made: Path, target: Path, work: Path) -> None:
+    """Rename ``made`` to ``target``; an earlier export there is moved into ``work`` first (a
+    directory cannot replace a non-empty one in one rename)."""
+    if target.is_dir() and not target.is_symlink():
+        target.rename(work / "previous")
+    os.replace(made, target)
+
+
+def _run_export(data_dir: Path, model: str, fmt: str, imgsz: int, out: TextIO) -> int:
+    started = time.monotonic()
+    try:
+        name = export(data_dir, model, fmt, imgsz)
+    except (DetectError, OSError) as exc:
+        _log(f"error: {_readable(exc)}")
+        return 1
+    seconds = round(time.monotonic() - started, 2)
+    _log(f"{model} -> {name} in {seconds} s")
+    outputs = {"model": name, "format": fmt, "imgsz": imgsz, "seconds": seconds}
+    out.write("::" + json.dumps({"outputs": outputs}) + "::\n")
+    out.flush()
+    return 0
+
+
+def export_main(argv: list[str]) -> int:
+    """``detect.py --export onnx|openvino --data-dir DIR --model models/<name>.pt [--imgsz N]``:
+    export a model of the volume with Ultralytics at a fixed input size and rename the export
+    into ``models/`` once complete (the flow ``yolo-export`` runs it; flows/README.md). Exit
+    0 with one outputs line on stdout, 1 with one line on stderr (nothing left behind), 2 on
+    bad usage."""
+    p = argparse.ArgumentParser(prog="detect.py --export")
+    p.add_argument("--export", required=True, choices=FORMATS, dest="format")
+    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--model", required=True, type=_export_model, help="models/<name>.pt")
+    p.add_argument("--imgsz", type=_image_size, default=DEFAULT_IMGSZ, help="fixed input size")
+    args = p.parse_args(argv)
+    data_dir: Path = args.data_dir
+    model: str = args.model
+    fmt: str = args.format
+    imgsz: int = args.imgsz
+    if not data_dir.is_dir():
+        _log(f"error: The data directory {data_dir} does not exist.")
+        return 1
+    _prepare_environment()
+    return _with_stdout_kept(lambda out: _run_export(data_dir, model, fmt, imgsz, out))
+
+
 def seed(argv: list[str]) -> int:
     """``detect.py --seed NAME --data-dir DIR``: copy the weights the image ships as NAME to
     ``DIR/models/NAME`` unless a file is there already (compose runs it once, before Kestra
@@ -686,16 +777,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--seed" in argv:
         return seed(argv)
+    if "--export" in argv:
+        return export_main(argv)
     config = parse_config(argv)  # exits 2 on bad usage
     _prepare_environment()
-    # Keep stdout for the single Kestra outputs line: while Ultralytics is
-    # imported and runs, file descriptor 1 (and sys.stdout) point to stderr.
+    return _with_stdout_kept(lambda out: run(config, out))
+
+
+def _with_stdout_kept(body: Callable[[TextIO], int]) -> int:
+    """Keep stdout for the single Kestra outputs line: while ``body`` imports and runs
+    Ultralytics, file descriptor 1 (and sys.stdout) point to stderr; ``body`` gets the real
+    stdout as a stream."""
     sys.stdout.flush()
     saved_fd = os.dup(1)
     os.dup2(2, 1)
     try:
         with os.fdopen(os.dup(saved_fd), "w", encoding="utf-8") as real_stdout:
-            return run(config, real_stdout)
+            return body(real_stdout)
     finally:
         sys.stdout.flush()
         os.dup2(saved_fd, 1)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures import synthetic
-from tests.support.detect import fresh_data_dir, jobs_args, load_result, run_detect
+from tests.support.detect import fresh_data_dir, jobs_args, load_result, outputs_of, run_detect
 
 pytestmark = pytest.mark.slow  # real exports and inference
 
@@ -33,13 +33,18 @@ EXPORTS = {"onnx": "models/shapes.onnx", "openvino": "models/shapes_openvino_mod
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir with the fixture model, its two exports at 640 and the scenes (easy and
-    crowded ones)."""
-    from ultralytics import YOLO
-
+    """A data dir with the fixture model, its two exports at 640 (detect.py's export mode) and
+    the scenes (easy and crowded ones)."""
     root = fresh_data_dir(tmp_path_factory.mktemp("exports") / "data")
     for fmt in EXPORTS:
-        YOLO(str(root / "models" / "shapes.pt")).export(format=fmt, imgsz=640)
+        proc = run_detect(root, "--export", fmt, "--model", "models/shapes.pt")
+        assert proc.returncode == 0, proc.stderr
+        assert outputs_of(proc) == {
+            "model": EXPORTS[fmt],
+            "format": fmt,
+            "imgsz": 640,
+            "seconds": outputs_of(proc)["seconds"],
+        }
     for i, seed in enumerate(SEEDS):
         image, _ = synthetic.render_scene(seed, n_objects=None if i % 2 else 8, easy=i % 2 == 1)
         image.save(root / "uploads" / f"{seed}.png")
@@ -95,3 +100,39 @@ def test_an_export_refuses_another_image_size(data: Path) -> None:
     error = load_result(data, f"job-{SEEDS[0]}")["error"]
     assert error.startswith("The export shapes.onnx takes 640x640 images only"), error
     assert "imgsz 320" in error
+
+
+def test_the_export_mode_replaces_an_export_whole_and_leaves_no_temp_files(data: Path) -> None:
+    models = data / "models"
+    (models / "shapes_openvino_model" / "stale.txt").write_text("from an earlier export")
+    proc = run_detect(data, "--export", "openvino", "--model", "models/shapes.pt")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (models / "shapes_openvino_model").iterdir()) == [
+        "metadata.yaml",
+        "shapes.bin",
+        "shapes.xml",
+    ]
+    assert sorted(p.name for p in models.iterdir()) == [
+        "shapes.onnx",
+        "shapes.pt",
+        "shapes_openvino_model",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--model", "models/missing.pt"], 1, "The model file models/missing.pt does not exist"),
+        (["--model", "models/../x.pt"], 2, "is not models/<name>.pt"),
+        (["--model", "models/shapes.onnx"], 2, "is not models/<name>.pt"),
+        (["--model", "models/shapes.pt", "--imgsz", "20"], 2, "between 32 and 8192"),
+    ],
+)
+def test_the_export_mode_refuses_what_it_cannot_export(
+    tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    data = fresh_data_dir(tmp_path / "data")
+    proc = run_detect(data, "--export", "onnx", *args)
+    assert (proc.returncode, proc.stdout) == (code, "")
+    assert message in proc.stderr
+    assert sorted(p.name for p in (data / "models").iterdir()) == ["shapes.pt"]
