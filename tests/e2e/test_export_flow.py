@@ -32,14 +32,16 @@ EXPORTS = {"onnx": "models/shapes.onnx", "openvino": "models/shapes_openvino_mod
 
 @pytest.fixture
 def volume(e2e_docker: Docker) -> Iterator[SharedVolume]:
-    """A fresh volume laid out as bootstrap leaves it: scripts/, models/shapes.pt, uploads/."""
+    """A fresh volume laid out as bootstrap leaves it (scripts/detect.py, uploads/, results/),
+    with models/shapes.pt."""
     image = ensure_inference_image(e2e_docker, require)
     name = f"yolo-export-test-{uuid.uuid4().hex[:8]}"
     e2e_docker("volume", "create", name)
     vol = SharedVolume(e2e_docker, name, image)
     try:
         vol.run(
-            "mkdir /data/scripts /data/models /data/uploads && chown 1000:1000 /data/*", user="0"
+            "mkdir /data/scripts /data/models /data/uploads /data/results && chown 1000:1000 /data/*",
+            user="0",
         )
         vol.run("cat > /data/scripts/detect.py", stdin=(ROOT / "flows" / "detect.py").read_bytes())
         vol.seed_model()
@@ -107,7 +109,7 @@ def test_the_export_flow_runs_in_the_inference_image(
     for fmt, model in EXPORTS.items():
         volume.run(
             f"python /data/scripts/detect.py --data-dir /data --model {model} "
-            f"--jobs {fmt}=uploads/scene.png >/dev/null 2>&1"
+            f"--jobs {fmt}=uploads/scene.png >&2"
         )
         result = json.loads(volume.run(f"cat /data/results/{fmt}.json"))
         assert result["status"] == "succeeded", result
