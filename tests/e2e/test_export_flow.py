@@ -1,7 +1,8 @@
-"""flows/yolo-export.yml for real under the Kestra stand-in's executor: executions created over
-Kestra's REST API run detect.py --export in ephemeral containers of the inference image (uid 1000, the
-shared volume, no network), the exports land in models/ and detect.py runs them in the same
-image. No compose stack: the executor runs in this process on the real Docker engine."""
+"""flows/yolo-export.yml for real under the Kestra stand-in's executor: executions created
+over Kestra's REST API run `detect.py --export` in ephemeral containers of the inference image
+(uid 1000, the shared volume, no network), the exports land in models/ and detect.py runs them
+in the same image. No compose stack: the executor runs in this process on the real Docker
+engine."""
 
 from __future__ import annotations
 
@@ -39,10 +40,8 @@ def volume(e2e_docker: Docker) -> Iterator[SharedVolume]:
     e2e_docker("volume", "create", name)
     vol = SharedVolume(e2e_docker, name, image)
     try:
-        vol.run(
-            "mkdir /data/scripts /data/models /data/uploads /data/results && chown 1000:1000 /data/*",
-            user="0",
-        )
+        layout = "mkdir /data/scripts /data/models /data/uploads /data/results"
+        vol.run(f"{layout} && chown 1000:1000 /data/*", user="0")
         vol.run("cat > /data/scripts/detect.py", stdin=(ROOT / "flows" / "detect.py").read_bytes())
         vol.seed_model()
         yield vol
