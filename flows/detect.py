@@ -704,18 +704,22 @@ def _run_export(data_dir: Path, model: str, fmt: str, imgsz: int, out: TextIO) -
     return 0
 
 
+def build_export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="detect.py --export")
+    p.add_argument("--export", required=True, choices=FORMATS, dest="format")
+    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--model", required=True, type=_export_model, help="models/<name>.pt")
+    p.add_argument("--imgsz", type=_image_size, default=DEFAULT_IMGSZ, help="fixed input size")
+    return p
+
+
 def export_main(argv: list[str]) -> int:
     """``detect.py --export onnx|openvino --data-dir DIR --model models/<name>.pt [--imgsz N]``:
     export a model of the volume with Ultralytics at a fixed input size and rename the export
     into ``models/`` once complete (the flow ``yolo-export`` runs it; flows/README.md). Exit
     0 with one outputs line on stdout, 1 with one line on stderr (nothing left behind), 2 on
     bad usage."""
-    p = argparse.ArgumentParser(prog="detect.py --export")
-    p.add_argument("--export", required=True, choices=FORMATS, dest="format")
-    p.add_argument("--data-dir", required=True, type=Path)
-    p.add_argument("--model", required=True, type=_export_model, help="models/<name>.pt")
-    p.add_argument("--imgsz", type=_image_size, default=DEFAULT_IMGSZ, help="fixed input size")
-    args = p.parse_args(argv)
+    args = build_export_parser().parse_args(argv)
     data_dir: Path = args.data_dir
     model: str = args.model
     fmt: str = args.format
