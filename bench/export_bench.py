@@ -53,8 +53,8 @@ def prepare(volume: SharedVolume, model: str, count: int) -> tuple[str, list[str
     if model == "fixture":
         volume.seed_model()
         return "shapes", [scene.name for scene in images]
-    volume.run("cat > /data/scripts/random.py", stdin=RANDOM_YOLO11N_SCRIPT.encode())
-    volume.run("python /data/scripts/random.py /data/models/yolo11n-random.pt")
+    volume.run("cat > /data/scripts/make_yolo11n.py", stdin=RANDOM_YOLO11N_SCRIPT.encode())
+    volume.run("python /data/scripts/make_yolo11n.py /data/models/yolo11n-random.pt")
     return "yolo11n-random", [scene.name for scene in images]
 
 

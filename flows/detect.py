@@ -102,6 +102,9 @@ def _prepare_environment() -> None:
     # without a network. Left alone when a named model may be downloaded.
     if not _downloads_allowed():
         os.environ.setdefault("YOLO_OFFLINE", "1")
+    # ONNX Runtime's opt-out of its telemetry (on Linux too in recent releases): no device id
+    # is written and nothing is sent, wherever an ONNX export runs.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def _downloads_allowed() -> bool:
