@@ -37,6 +37,11 @@ image_exists() {
     ${DOCKER:-docker} image inspect "$1" >/dev/null 2>&1
 }
 
+# The value of label $2 on image $1; empty when either is missing.
+image_label() {
+    ${DOCKER:-docker} image inspect -f "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true
+}
+
 log() {
     printf '[%s] %s\n' "$(basename "$0")" "$*" >&2
 }

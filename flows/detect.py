@@ -11,16 +11,19 @@ needs ultralytics (with its numpy and OpenCV) and the standard library only.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import importlib.util
 import json
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 RESULTS_DIR = "results"
 MODELS_DIR = "models"
+OPENVINO_SUFFIX = "_openvino_model"  # Ultralytics' name for an OpenVINO export's directory
 DEFAULT_CONF = 0.25
 DEFAULT_IMGSZ = 640
 # Where the official ultralytics/ultralytics images keep their default weights (their WORKDIR).
@@ -98,6 +102,9 @@ def _prepare_environment() -> None:
     # without a network. Left alone when a named model may be downloaded.
     if not _downloads_allowed():
         os.environ.setdefault("YOLO_OFFLINE", "1")
+    # ONNX Runtime's opt-out of its telemetry (on Linux too in recent releases): no device id
+    # is written and nothing is sent, wherever an ONNX export runs.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def _downloads_allowed() -> bool:
@@ -279,18 +286,18 @@ def _resolve_model(config: Config) -> str:
         raise DetectError("The model name is empty.")
     p = Path(model)
     if p.is_absolute():
-        if not p.is_file():
+        if not _is_model(p):
             raise DetectError(f"The model file {model} does not exist.")
         return str(p)
     under_data = data_dir / p
-    if under_data.is_file():
+    if _is_model(under_data):
         return str(under_data.resolve())
     if len(p.parts) > 1:
-        if p.is_file():
+        if _is_model(p):
             return str(p.resolve())
         raise DetectError(f"The model file {model} does not exist in the data directory.")
     cached = data_dir / MODELS_DIR / p
-    if cached.is_file():
+    if _is_model(cached):
         return str(cached.resolve())
     shipped = shipped_weights(model)
     if shipped is not None:
@@ -302,6 +309,44 @@ def _resolve_model(config: Config) -> str:
         "inference image. Add it with `yoloctl models push` (PUT /v1/models/NAME), or set "
         "ALLOW_MODEL_DOWNLOAD=true to let Ultralytics download it."
     )
+
+
+def _is_model(path: Path) -> bool:
+    """A weights or ONNX file, or an OpenVINO export's directory."""
+    return path.is_file() or (path.is_dir() and path.name.endswith(OPENVINO_SUFFIX))
+
+
+def export_format(model_ref: str) -> str | None:
+    """The export format of a resolved model reference, None for PyTorch weights."""
+    if model_ref.endswith(".onnx"):
+        return "onnx"
+    if model_ref.rstrip("/").endswith(OPENVINO_SUFFIX):
+        return "openvino"
+    return None
+
+
+def check_export_size(model_ref: str, imgsz: int) -> None:
+    """Refuse an export whose fixed input size is not ``imgsz``. Ultralytics would otherwise
+    run it at its export size whatever ``imgsz`` says (the predictor takes the size from the
+    export's metadata), so the boxes would not be those of ``predict(imgsz=IMGSZ)``. Reads
+    the metadata Ultralytics embeds (ONNX) or writes beside the export (OpenVINO's
+    metadata.yaml) without loading the model."""
+    from ultralytics.nn.backends.base import BaseBackend
+
+    meta = BaseBackend.read_metadata(model_ref)
+    args, size = meta.get("args", {}), meta.get("imgsz")
+    args = ast.literal_eval(args) if isinstance(args, str) else args
+    size = ast.literal_eval(size) if isinstance(size, str) else size
+    if isinstance(args, dict) and args.get("dynamic"):
+        return
+    if not isinstance(size, list) or len(size) != 2:
+        raise DetectError(f"The export {Path(model_ref).name} records no input size.")
+    if size != [imgsz, imgsz]:
+        raise DetectError(
+            f"The export {Path(model_ref).name} takes {size[1]}x{size[0]} images only, and "
+            f"this batch asks for imgsz {imgsz}: export the model again at {imgsz}, or set "
+            f"the image size to {size[0]}."
+        )
 
 
 def shipped_weights(name: str) -> Path | None:
@@ -342,6 +387,9 @@ def load_model(model_ref: str, data_dir: Path) -> YOLO:
     """Load a YOLO model (a bare name may be downloaded into a writable dir)."""
     from ultralytics.models import YOLO
 
+    if export_format(model_ref) is not None:
+        # An export carries no task in the file name Ultralytics guesses it from.
+        return _without_warmup(YOLO(model_ref, task="detect"))
     if os.sep in model_ref or Path(model_ref).is_file():
         return _without_warmup(YOLO(model_ref))
     # Bare Ultralytics name not found locally: Ultralytics downloads into the
@@ -509,6 +557,8 @@ def _checked(config: Config, jobs: list[Job]) -> list[Job]:
 def _load(config: Config) -> YOLO:
     model_ref = _resolve_model(config)
     try:
+        if export_format(model_ref) is not None:
+            check_export_size(model_ref, config.imgsz)
         return load_model(model_ref, config.data_dir)
     except DetectError:
         raise
@@ -591,6 +641,99 @@ def run(config: Config, out: TextIO) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- export
+
+
+FORMATS = ("onnx", "openvino")
+_EXPORT_MODEL_RE = re.compile(rf"{MODELS_DIR}/([A-Za-z0-9][A-Za-z0-9._-]{{0,99}})\.pt")
+
+
+def _export_model(value: str) -> str:
+    if not _EXPORT_MODEL_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not {MODELS_DIR}/<name>.pt")
+    return value
+
+
+def export_name(model: str, fmt: str) -> str:
+    """``models/<stem>.onnx`` or ``models/<stem>_openvino_model``: Ultralytics' own names."""
+    stem = model.removeprefix(f"{MODELS_DIR}/").removesuffix(".pt")
+    return f"{MODELS_DIR}/{stem}.onnx" if fmt == "onnx" else f"{MODELS_DIR}/{stem}{OPENVINO_SUFFIX}"
+
+
+def export(data_dir: Path, model: str, fmt: str, imgsz: int) -> str:
+    """Export ``model`` and rename the result into place; returns its name (``export_name``)."""
+    from ultralytics.models import YOLO
+
+    source = data_dir / model
+    if not source.is_file():
+        raise DetectError(f"The model file {model} does not exist in the data directory.")
+    target = data_dir / export_name(model, fmt)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".export-"))
+    try:
+        # Ultralytics writes the export beside the weights: a copy in the temp dir.
+        weights = shutil.copyfile(source, work / source.name)
+        try:
+            made = Path(YOLO(str(weights)).export(format=fmt, imgsz=imgsz))
+        except Exception as exc:
+            raise DetectError(f"Exporting {model} to {fmt} failed: {_readable(exc)}") from exc
+        for path in (made, *made.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        _replace(made, target, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return export_name(model, fmt)
+
+
+def _replace(made: Path, target: Path, work: Path) -> None:
+    """Rename ``made`` to ``target``; an earlier export there is moved into ``work`` first (a
+    directory cannot replace a non-empty one in one rename)."""
+    if target.is_dir() and not target.is_symlink():
+        target.rename(work / "previous")
+    os.replace(made, target)
+
+
+def _run_export(data_dir: Path, model: str, fmt: str, imgsz: int, out: TextIO) -> int:
+    started = time.monotonic()
+    try:
+        name = export(data_dir, model, fmt, imgsz)
+    except (DetectError, OSError) as exc:
+        _log(f"error: {_readable(exc)}")
+        return 1
+    seconds = round(time.monotonic() - started, 2)
+    _log(f"{model} -> {name} in {seconds} s")
+    outputs = {"model": name, "format": fmt, "imgsz": imgsz, "seconds": seconds}
+    out.write("::" + json.dumps({"outputs": outputs}) + "::\n")
+    out.flush()
+    return 0
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="detect.py --export")
+    p.add_argument("--export", required=True, choices=FORMATS, dest="format")
+    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--model", required=True, type=_export_model, help="models/<name>.pt")
+    p.add_argument("--imgsz", type=_image_size, default=DEFAULT_IMGSZ, help="fixed input size")
+    return p
+
+
+def export_main(argv: list[str]) -> int:
+    """``detect.py --export onnx|openvino --data-dir DIR --model models/<name>.pt [--imgsz N]``:
+    export a model of the volume with Ultralytics at a fixed input size and rename the export
+    into ``models/`` once complete (the flow ``yolo-export`` runs it; flows/README.md). Exit
+    0 with one outputs line on stdout, 1 with one line on stderr (nothing left behind), 2 on
+    bad usage."""
+    args = build_export_parser().parse_args(argv)
+    data_dir: Path = args.data_dir
+    model: str = args.model
+    fmt: str = args.format
+    imgsz: int = args.imgsz
+    if not data_dir.is_dir():
+        _log(f"error: The data directory {data_dir} does not exist.")
+        return 1
+    _prepare_environment()
+    return _with_stdout_kept(lambda out: _run_export(data_dir, model, fmt, imgsz, out))
+
+
 def seed(argv: list[str]) -> int:
     """``detect.py --seed NAME --data-dir DIR``: copy the weights the image ships as NAME to
     ``DIR/models/NAME`` unless a file is there already (compose runs it once, before Kestra
@@ -641,16 +784,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--seed" in argv:
         return seed(argv)
+    if "--export" in argv:
+        return export_main(argv)
     config = parse_config(argv)  # exits 2 on bad usage
     _prepare_environment()
-    # Keep stdout for the single Kestra outputs line: while Ultralytics is
-    # imported and runs, file descriptor 1 (and sys.stdout) point to stderr.
+    return _with_stdout_kept(lambda out: run(config, out))
+
+
+def _with_stdout_kept(body: Callable[[TextIO], int]) -> int:
+    """Keep stdout for the single Kestra outputs line: while ``body`` imports and runs
+    Ultralytics, file descriptor 1 (and sys.stdout) point to stderr; ``body`` gets the real
+    stdout as a stream."""
     sys.stdout.flush()
     saved_fd = os.dup(1)
     os.dup2(2, 1)
     try:
         with os.fdopen(os.dup(saved_fd), "w", encoding="utf-8") as real_stdout:
-            return run(config, real_stdout)
+            return body(real_stdout)
     finally:
         sys.stdout.flush()
         os.dup2(saved_fd, 1)

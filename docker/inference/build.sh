@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the offline inference image (docker/inference/Dockerfile) unless it is present.
+# Build the offline inference image (docker/inference/Dockerfile) unless it is present and was
+# built from the same Dockerfile (its label yolo.inference.inputs: a digest of what the build reads).
 #
 #   docker/inference/build.sh            # -> yolo-inference:local
 #   FORCE=1 docker/inference/build.sh    # rebuild (the BuildKit cache still applies)
@@ -11,7 +12,7 @@
 #                     else debian:trixie-slim)
 #   EXTRA_CA_BUNDLE   CA bundle for pip behind a TLS-inspecting proxy (default: the host's
 #                     bundle when there is one); a BuildKit secret, never in a layer
-#   FORCE=1           build even if the tag exists
+#   FORCE=1           build even if the tag exists and is current
 #   NO_CACHE=1        build without the BuildKit cache (cold-build measurements)
 set -euo pipefail
 
@@ -21,8 +22,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 pick_docker_client
 
 TAG="${INFERENCE_IMAGE:-yolo-inference:local}"
-if [ "${FORCE:-0}" != 1 ] && image_exists "$TAG"; then
-    log "$TAG present (FORCE=1 rebuilds)"
+# An image loaded from a tar (air-gapped hosts) carries the label too, so it is kept as well.
+inputs="$(cat "$here/Dockerfile" "$here/../with-build-ca.sh" | sha256sum | cut -c1-16)"
+if [ "${FORCE:-0}" != 1 ] && [ "$(image_label "$TAG" yolo.inference.inputs)" = "$inputs" ]; then
+    log "$TAG present and current (FORCE=1 rebuilds)"
     exit 0
 fi
 
@@ -35,7 +38,8 @@ if [ -z "$base" ]; then
     fi
 fi
 
-args=(build --progress=plain -f "$here/Dockerfile" -t "$TAG" --build-arg "BASE_IMAGE=$base")
+args=(build --progress=plain -f "$here/Dockerfile" -t "$TAG" --build-arg "BASE_IMAGE=$base"
+      --label "yolo.inference.inputs=$inputs")
 ca="$(ca_bundle_path)"
 if [ -n "$ca" ]; then
     args+=(--secret "id=ca,src=$ca")

@@ -87,18 +87,20 @@ def read_config(path: Path, env: Mapping[str, str]) -> ServerSettings:
     )
 
 
-def load_flow(flow_path: Path) -> dict[str, Any]:
-    """The one flow under `--flow-path` (YAML files, as Kestra). Kestra skips an invalid
-    flow with a WARN; the stand-in refuses to start instead."""
+def load_flows(flow_path: Path) -> list[dict[str, Any]]:
+    """The flows under `--flow-path` (YAML files, as Kestra). Kestra skips an invalid flow
+    with a WARN; the stand-in refuses to start instead."""
     files = sorted([*flow_path.glob("**/*.yml"), *flow_path.glob("**/*.yaml")])
-    if len(files) != 1:
-        raise SystemExit(f"the stand-in runs exactly one flow; found {len(files)} in {flow_path}")
-    raw: dict[str, Any] = yaml.safe_load(files[0].read_text())
-    try:
-        check_flow(raw)
-    except Unsupported as exc:
-        raise SystemExit(f"{files[0]}: {exc}") from None
-    return raw
+    if not files:
+        raise SystemExit(f"no flow in {flow_path}")
+    flows: list[dict[str, Any]] = []
+    for path in files:
+        flows.append(yaml.safe_load(path.read_text()))
+        try:
+            check_flow(flows[-1])
+        except Unsupported as exc:
+            raise SystemExit(f"{path}: {exc}") from None
+    return flows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             "(FlowAutoLoaderService): set kestra.tutorial-flows.enabled: false or pass "
             "--no-tutorials"
         )
-    state = StandinState(load_flow(args.flow_path), settings.username, settings.password)
+    try:
+        state = StandinState(load_flows(args.flow_path), settings.username, settings.password)
+    except Unsupported as exc:
+        raise SystemExit(f"{args.flow_path}: {exc}") from None
     state.base_url = settings.url
     state.visibility_delay_s = float(env.get("STANDIN_VISIBILITY_DELAY_S", "0"))
     settings.storage.mkdir(parents=True, exist_ok=True)
@@ -145,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     management, _ = serve_in_thread(management_app(), "0.0.0.0", 8081)
     volumes = "enabled" if settings.volumes_enabled else "IGNORED (volume-enabled is not set)"
     print(
-        f"Kestra stand-in: flow {state.checked_flow.namespace}.{state.checked_flow.id}, "
+        f"Kestra stand-in: flows {', '.join('.'.join(key) for key in state.checked)}, "
         f"API :8080, management :8081, task volumes {volumes}",
         flush=True,
     )

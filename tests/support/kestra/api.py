@@ -24,8 +24,8 @@ from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 from tests.support.kestra.flow import TYPES, Input
 from tests.support.kestra.state import Faults, StandinState, now, push_state, short_id
 
-# The repository's flow, which the in-process stand-in serves.
-FLOW_FILE = Path(__file__).resolve().parents[3] / "flows" / "yolo-detect.yml"
+# The repository's flows, which the in-process stand-in serves.
+FLOWS_DIR = Path(__file__).resolve().parents[3] / "flows"
 router = APIRouter()
 _LABEL_FILTER = re.compile(r"filters\[labels\]\[EQUALS\]\[(.+)\]")
 
@@ -85,7 +85,7 @@ def validate_inputs(declared: list[Input], raw: dict[str, Any]) -> tuple[dict[st
 
 
 def _unknown_flow(state: StandinState, namespace: str, flow_id: str) -> JSONResponse | None:
-    if (namespace, flow_id) == (state.flow["namespace"], state.flow["id"]):
+    if (namespace, flow_id) in state.checked:
         return None
     return _error(404, f"Flow {namespace}.{flow_id} not found")
 
@@ -103,7 +103,8 @@ def configs() -> dict[str, Any]:
 @router.get("/api/v1/main/flows/{namespace}/{flow_id}")
 def get_flow(namespace: str, flow_id: str, state: State) -> JSONResponse:
     missing = _unknown_flow(state, namespace, flow_id)
-    return missing or JSONResponse({**state.flow, "disabled": state.flow_disabled})
+    raw = state.raw_flow(namespace, flow_id)
+    return missing or JSONResponse({**(raw or {}), "disabled": state.flow_disabled})
 
 
 @router.post("/api/v1/main/executions/{namespace}/{flow_id}")
@@ -117,7 +118,7 @@ async def create(namespace: str, flow_id: str, request: Request, state: State) -
         return _error(415, "Unsupported Media Type")
     form = await request.form()
     raw = {key: value for key, value in form.items() if not isinstance(value, UploadFile)}
-    inputs, errors = validate_inputs(state.checked_flow.inputs, raw)
+    inputs, errors = validate_inputs(state.checked[(namespace, flow_id)].inputs, raw)
     if errors:
         return _error(422, "Invalid entity: " + "; ".join(errors))
     labels = [item.partition(":") for item in request.query_params.getlist("labels")]
@@ -239,7 +240,8 @@ class KestraStandin:
         self, port: int, username: str = "admin@example.com", password: str = "Admin1234"
     ) -> None:
         self.port, self.url = port, f"http://127.0.0.1:{port}"
-        self.state = StandinState(yaml.safe_load(FLOW_FILE.read_text()), username, password)
+        flows = [yaml.safe_load(path.read_text()) for path in sorted(FLOWS_DIR.glob("*.yml"))]
+        self.state = StandinState(flows, username, password)
         self._serving: tuple[uvicorn.Server, threading.Thread] | None = None
 
     def start(self) -> None:

@@ -44,7 +44,7 @@ def _ended(item: dict[str, Any]) -> bool:
 
 
 class FlowExecutor:
-    """Runs executions of the (single) flow, `threads` at a time: CREATED -> RUNNING ->
+    """Runs executions of the flows, `threads` at a time: CREATED -> RUNNING ->
     SUCCESS | FAILED with histories; every attempt of a task in `taskRunList` (`timeout` per
     attempt, constant `retry`: the task run shows RETRYING, the execution stays RUNNING); the
     flow's typed `outputs`; then the `afterExecution` Request tasks with `execution.state` =
@@ -58,7 +58,6 @@ class FlowExecutor:
     ) -> None:
         self.state = state
         self.config = config
-        self.flow = state.checked_flow
         self.containers = TaskContainers(state, docker, config.volumes_enabled)
         self._queue: deque[str] = deque()
         self._cond = threading.Condition()
@@ -145,17 +144,18 @@ class FlowExecutor:
                 return
             if execution["state"]["current"] != "RUNNING":
                 push_state(execution["state"], "RUNNING")
+        flow = self.state.checked[(execution["namespace"], execution["flowId"])]
         done = {run["taskId"] for run in execution["taskRunList"] if _ended(run)}
         # Task by task until one does not succeed.
         succeeded = all(
             task.id in done
             or self._run_task(execution, task, None)["state"]["current"] == "SUCCESS"
-            for task in self.flow.tasks
+            for task in flow.tasks
         )
         final = "SUCCESS" if succeeded else "FAILED"
         context = self._context(execution, None)
         try:
-            outputs = {o.id: TYPES[o.type](render(o.value, context)) for o in self.flow.outputs}
+            outputs = {o.id: TYPES[o.type](render(o.value, context)) for o in flow.outputs}
         except ValueError as exc:  # RenderError included
             self.state.log(execution_id, f"Failed to render output values: {exc}")
             outputs, final = {}, "FAILED"
@@ -163,10 +163,12 @@ class FlowExecutor:
             execution["outputs"] = outputs
             push_state(execution["state"], final)
         self.state.log(execution_id, f"execution ended {final}")
-        self._after_execution(execution, final)
+        self._after_execution(execution, final, flow.after_execution)
 
-    def _after_execution(self, execution: dict[str, Any], final: str) -> None:
-        if not self.flow.after_execution:
+    def _after_execution(
+        self, execution: dict[str, Any], final: str, tasks: list[RequestTask]
+    ) -> None:
+        if not tasks:
             return
         with self.state.change():
             if self.state.faults.drop_callbacks > 0:
@@ -175,7 +177,7 @@ class FlowExecutor:
                 self.state.callbacks.append(dropped)
                 self.state.log(execution["id"], "fault: afterExecution dropped (no callback sent)")
                 return
-        for task in self.flow.after_execution:
+        for task in tasks:
             self._run_task(execution, task, final)
 
     def _run_task(

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from tests.support.kestra.flow import Flow, check_flow
+from tests.support.kestra.pebble import Unsupported
 
 TERMINAL = frozenset(
     {"SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED", "RETRIED", "SKIPPED", "RESUBMITTED"}
@@ -71,10 +72,11 @@ class Faults(BaseModel):
 class StandinState:
     """Everything the API answers from and the executor changes, behind one lock."""
 
-    flow: dict[str, Any]
+    flows: list[dict[str, Any]]  # as read from the flow files
     username: str
     password: str
-    checked_flow: Flow = field(init=False)  # the flow, refused if not emulated (Unsupported)
+    # The flows by (namespace, id); one that is not emulated is refused (Unsupported).
+    checked: dict[tuple[str, str], Flow] = field(init=False)
     executions: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: Faults = field(default_factory=Faults)
@@ -95,7 +97,16 @@ class StandinState:
     on_faults: Callable[[], None] = lambda: None
 
     def __post_init__(self) -> None:
-        self.checked_flow = check_flow(self.flow)
+        checked = [check_flow(raw) for raw in self.flows]
+        self.checked = {(flow.namespace, flow.id): flow for flow in checked}
+        if len(self.checked) != len(checked):
+            raise Unsupported("two flow files declare the same namespace and id")
+
+    def raw_flow(self, namespace: str, flow_id: str) -> dict[str, Any] | None:
+        return next(
+            (f for f in self.flows if (f.get("namespace"), f.get("id")) == (namespace, flow_id)),
+            None,
+        )
 
     @property
     def credentials_valid(self) -> bool:

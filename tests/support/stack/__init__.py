@@ -7,7 +7,6 @@ the invariant every test ends with."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,16 +29,15 @@ Need = Callable[[bool, str], None]
 
 
 def ensure_inference_image(docker: Docker, need: Need) -> str:
-    """INFERENCE_IMAGE (default yolo-inference:local), built with docker/inference/build.sh
-    when missing (minutes, once)."""
+    """INFERENCE_IMAGE (default yolo-inference:local), made current by
+    docker/inference/build.sh: built when missing or from another Dockerfile (minutes)."""
     tag = os.environ.get("INFERENCE_IMAGE") or "yolo-inference:local"
     if not docker.image_exists(tag):
         offline = docker.image_exists(OFFLINE_DEBIAN) or bool(os.environ.get("BASE_IMAGE"))
         need(offline, f"{OFFLINE_DEBIAN} is missing (make offline-images)")
-        print(f"building {tag} with docker/inference/build.sh", file=sys.stderr, flush=True)
-        failure = build_inference_image(tag, timeout_s=1800)
-        if failure is not None:
-            raise RuntimeError(f"building {tag} failed:\n{failure}")
+    failure = build_inference_image(tag, timeout_s=1800)
+    if failure is not None:
+        raise RuntimeError(f"building {tag} failed:\n{failure}")
     return tag
 
 
