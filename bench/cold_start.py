@@ -37,7 +37,7 @@ import yaml
 from bench.common import load_average, machine_line, spread, table
 from tests.support.detect import DETECT_PY, jobs_args, outputs_of
 from tests.support.engine import Docker, tar_of
-from tests.support.kestra.api import FLOW_FILE
+from tests.support.kestra.api import FLOWS_DIR
 from tests.support.kestra.flow import check_flow
 from tests.support.kestra.pebble import render
 from tests.support.paths import ROOT
@@ -58,7 +58,7 @@ def log(message: str) -> None:
 def flow_env() -> dict[str, str]:
     """The task container's environment in flows/yolo-detect.yml, rendered as the stand-in
     renders it with no deployment variables set (their defaults)."""
-    (task,) = check_flow(yaml.safe_load(FLOW_FILE.read_text())).tasks
+    (task,) = check_flow(yaml.safe_load((FLOWS_DIR / "yolo-detect.yml").read_text())).tasks
     return {name: render(value, {"envs": {}}) for name, value in task.env.items()}
 
 

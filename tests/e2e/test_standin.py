@@ -24,7 +24,7 @@ from docker.types import DeviceRequest
 from fastapi.testclient import TestClient
 
 from tests.support.engine import OFFLINE_DEBIAN, engine_for_tests, require
-from tests.support.kestra.__main__ import load_flow, main, read_config
+from tests.support.kestra.__main__ import load_flows, main, read_config
 from tests.support.kestra.api import build_app, validate_inputs
 from tests.support.kestra.containers import TaskContainers
 from tests.support.kestra.executor import ExecutorConfig, FlowExecutor
@@ -35,7 +35,7 @@ from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOW = yaml.safe_load((ROOT / "flows" / "yolo-detect.yml").read_text())
-GPU_FLOW = load_flow(ROOT / "flows-gpu")  # docker-compose.gpu.yml's flow path
+(GPU_FLOW,) = load_flows(ROOT / "flows-gpu")  # docker-compose.gpu.yml's flow path
 # What `docker run --gpus all` sends; the GPU flow's one difference Docker sees.
 ALL_GPUS = DeviceRequest(driver="nvidia", count=-1, capabilities=[["gpu"]])
 BATCH_ID = "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"
@@ -287,7 +287,7 @@ def test_docker_gets_the_gpu_request_and_refuses_it_without_the_nvidia_toolkit()
     flow = copy.deepcopy(GPU_FLOW)
     flow["tasks"][0]["taskRunner"]["delete"] = False  # kept, to be inspected
     task = check_flow(flow).tasks[0]
-    state = StandinState(flow, "u@example.com", "Passw0rd")
+    state = StandinState([flow], "u@example.com", "Passw0rd")
     containers = TaskContainers(state, lambda: engine.sdk, volumes_enabled=False)
     inputs = {"batch_id": BATCH_ID, "jobs": JOBS, "model": "m.pt", "confidence": 0.5}
     inputs["image_size"] = 64
