@@ -95,11 +95,12 @@ offline-images: ## Build stand-ins for python:3.13-slim and postgres:17 from Deb
 build-metrics: $(STAMP) ## Build api/Dockerfile and a naive Dockerfile side by side; print the table
 	$(PY) -m scripts.build_metrics
 
-bench: $(STAMP) ## The four benchmark tables (upload path, inference pipeline, build metrics, cold start); see BENCHMARKS.md
+bench: $(STAMP) ## The five benchmark tables (upload path, inference pipeline, build metrics, cold start, exported models); see BENCHMARKS.md
 	$(PY) -m bench.upload_bench
 	$(PY) -m bench.pipeline_bench
 	$(PY) -m scripts.build_metrics
 	$(PY) -m bench.cold_start
+	$(PY) -m bench.export_bench
 
 lock: $(STAMP) ## Re-pin the API's dependencies for the Docker build (api/requirements.lock)
 	$(PY) -m pip install --quiet uv
