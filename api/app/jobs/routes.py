@@ -40,7 +40,7 @@ from app.jobs.schemas import (
 )
 from app.jobs.uploads import UploadReceiver
 from app.keys.auth import PrincipalDep
-from app.models.files import NAME_PATTERN
+from app.models import exports, files
 from app.openapi import errors
 from app.orchestrators.base import ExecutionNotFound, OrchestratorError
 
@@ -59,7 +59,7 @@ _PARAMS = {
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_MODEL_CHARS,
-        "pattern": NAME_PATTERN,
+        "pattern": f"{files.NAME_PATTERN}|{exports.NAME_PATTERN}",
         "description": "A name from `GET /v1/models` (default: the server's `MODEL`).",
     },
     "confidence": {

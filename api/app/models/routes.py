@@ -14,6 +14,7 @@ from app.deps import Resources, ResourcesDep, SessionDep, get_resources
 from app.errors import InsufficientStorage
 from app.keys.auth import AdminDep, PrincipalDep
 from app.models import files, service
+from app.models.exports import Limits
 from app.models.files import NAME_PATTERN, ReceivedModel
 from app.models.schemas import ModelList, ModelOut
 from app.openapi import errors
@@ -40,9 +41,12 @@ _S400 = "`invalid_model_name`: the name does not fit the pattern"
 
 @router.get("", response_model=ModelList, summary="List the models", responses=errors())
 def list_models(session: SessionDep, resources: ResourcesDep, _: PrincipalDep) -> ModelList:
-    """Every pushed model with its size and digest, and the default model (`MODEL`), marked
-    as such; `source: image` when its file is part of the inference image (no digest)."""
-    entries = service.available(session, resources.storage, resources.settings.model)
+    """Every pushed model with its size and digest, every export in models/ that passes the
+    checks (exact files, no links, `MAX_MODEL_BYTES`, made at `IMAGE_SIZE`), and the default
+    model (`MODEL`), marked as such; `source: image` when its file is part of the inference
+    image (no digest)."""
+    settings = resources.settings
+    entries = service.available(session, resources.storage, settings.model, Limits.of(settings))
     default = next(entry.name for entry in entries if entry.default)
     return ModelList(models=[ModelOut.of(entry) for entry in entries], default=default)
 

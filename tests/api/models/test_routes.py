@@ -95,8 +95,12 @@ def test_any_key_lists_the_models_with_digests_and_the_default_from_the_image(
     assert [entry["name"] for entry in body["models"]] == ["a.pt", "b.pt", "yolo11n.pt"]
     for entry in body["models"][:2]:
         assert entry == {**pushed[entry["name"]], "default": False}
+        assert entry["format"] == "pytorch"
     unknown = dict.fromkeys(["size_bytes", "sha256", "created_at", "updated_at"])  # not on disk
-    assert body["models"][2] == {"name": "yolo11n.pt", "source": "image", "default": True} | unknown
+    assert (
+        body["models"][2]
+        == {"name": "yolo11n.pt", "source": "image", "default": True, "format": "pytorch"} | unknown
+    )
 
 
 def test_a_default_model_file_in_models_is_listed_with_its_digest(
