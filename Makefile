@@ -95,10 +95,11 @@ offline-images: ## Build stand-ins for python:3.13-slim and postgres:17 from Deb
 build-metrics: $(STAMP) ## Build api/Dockerfile and a naive Dockerfile side by side; print the table
 	$(PY) -m scripts.build_metrics
 
-bench: $(STAMP) ## The three benchmark tables (upload path, inference pipeline, build metrics); see BENCHMARKS.md
+bench: $(STAMP) ## The four benchmark tables (upload path, inference pipeline, build metrics, cold start); see BENCHMARKS.md
 	$(PY) -m bench.upload_bench
 	$(PY) -m bench.pipeline_bench
 	$(PY) -m scripts.build_metrics
+	$(PY) -m bench.cold_start
 
 lock: $(STAMP) ## Re-pin the API's dependencies for the Docker build (api/requirements.lock)
 	$(PY) -m pip install --quiet uv

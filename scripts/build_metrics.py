@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
-"""`make build-metrics`: build api/Dockerfile and a naive single-stage Dockerfile of the same
-app (docker/naive/Dockerfile) side by side, and print one table.
+"""`make build-metrics`: build api/Dockerfile's two variants (the default `runtime` target and
+`--target minimal`, from scratch) and a naive single-stage Dockerfile of the same app
+(docker/naive/Dockerfile) side by side, and print one table.
 
-For each of the two it measures, in this order:
+For each of the three it measures, in this order:
   clean build            after `docker builder prune -af` (no layer cache, no cache mounts)
   no-op rebuild          the same build again, nothing changed
   code-change rebuild    one line appended to app/main.py
   dependency-change      one small package added to requirements.lock
-  image size, layers above the base image (bytes and count), build context size
+  image size, layers above the base image (bytes and count; the minimal variant has no base
+  image, so all of it), build context size
 
-and checks our budgets: layers above the base <= 60 MB, no-op rebuild <= 3 % of our clean
-build, code-change rebuild <= 10 % of it, build context <= 300 KB. Exit status 1 when one is
-exceeded. The builds run on temporary copies of the build inputs, so the working tree is
-never modified.
+and checks the budgets of the default variant: layers above the base <= 60 MB, no-op rebuild
+<= 3 % of its clean build, code-change rebuild <= 10 % of it, build context <= 300 KB. Exit
+status 1 when one is exceeded. The builds run on temporary copies of the build inputs, so the
+working tree is never modified.
 
 WARNING: the clean builds prune the engine's whole build cache (`--keep-cache` skips that,
-and then "clean" only means "no layer cache" for ours: its cache mounts stay warm).
+and then "clean" only means "no layer cache" for ours: its cache mounts stay warm; the
+minimal variant's clean build then also reuses the builder stage the default one built).
 
 Environment: PYTHON_BASE_IMAGE (default: offline/python:3.13-slim when that image exists,
 else python:3.13-slim), EXTRA_CA_BUNDLE / BUILD_CA_BUNDLE (CA bundle passed as the BuildKit
@@ -76,6 +79,7 @@ class Variant:
     app: Path  # the app's directory in the context: app/main.py, requirements.lock beside it
     tag: str
     source: Path  # the context in the working tree, measured as the daemon gets it
+    target: str | None = None  # None: the Dockerfile's last stage
     builds: dict[str, tuple[float, str]] = field(default_factory=dict)  # key: seconds, cell
     image_ids: set[str] = field(default_factory=set)
     image: dict[str, Any] = field(default_factory=dict)
@@ -86,7 +90,9 @@ class Variant:
     def build(self, key: str, base: str) -> None:
         started = time.monotonic()
         args = {"BASE_IMAGE": base}
-        log = DOCKER.build(self.context, self.dockerfile, self.tag, args, secret=ca_bundle())
+        log = DOCKER.build(
+            self.context, self.dockerfile, self.tag, args, secret=ca_bundle(), target=self.target
+        )
         steps = build_steps(log)
         seconds = time.monotonic() - started
         run = sum(1 for _, cached in steps.values() if not cached)
@@ -94,8 +100,10 @@ class Variant:
         self.image_ids.add(DOCKER.inspect(self.tag)["Id"])
 
 
-def staged(tmp: Path) -> tuple[Variant, Variant]:
-    ours, naive = tmp / "ours", tmp / "naive"
+def staged(tmp: Path) -> tuple[Variant, Variant, Variant]:
+    """The default variant, the minimal one (each on its own copy: the rebuilds change it)
+    and the naive build."""
+    ours, minimal, naive = tmp / "ours", tmp / "minimal", tmp / "naive"
     dockerfile = stage_build_context(ours)
     # The api/ directory as it is on disk, litter included: the naive build has no
     # .dockerignore.
@@ -104,6 +112,15 @@ def staged(tmp: Path) -> tuple[Variant, Variant]:
     return (
         Variant(
             "ours (api/Dockerfile)", ours, dockerfile, ours / "api", "yolo-api:metrics-ours", ROOT
+        ),
+        Variant(
+            "minimal (api/Dockerfile --target minimal)",
+            minimal,
+            stage_build_context(minimal),
+            minimal / "api",
+            "yolo-api:metrics-minimal",
+            ROOT,
+            target="minimal",
         ),
         Variant(
             "naive (docker/naive/Dockerfile)",
@@ -162,13 +179,18 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def column(v: Variant, base_info: dict[str, Any]) -> dict[str, tuple[float | None, str]]:
-    """Its cells of the table by row, each with the number ours/naive is the ratio of."""
+    """Its cells of the table by row, each with the number the ratio to naive is taken of.
+    The minimal variant starts from scratch: all of it is above the base."""
+    scratch = v.target == "minimal"
     size = v.image["Size"]
-    above = size - base_info["Size"]
-    layers = len(v.image["RootFS"]["Layers"]) - len(base_info["RootFS"]["Layers"])
+    above = size - (0 if scratch else base_info["Size"])
+    layers = len(v.image["RootFS"]["Layers"]) - (
+        0 if scratch else len(base_info["RootFS"]["Layers"])
+    )
     cells: dict[str, tuple[float | None, str]] = {STEPS[k]: b for k, b in v.builds.items()}
     cells["image size"] = size, fmt_b(size)
-    cells["layers above the base"] = above, f"{fmt_b(above)} ({layers} layers)"
+    no_base = ", no base" if scratch else ""
+    cells["layers above the base"] = above, f"{fmt_b(above)} ({layers} layers{no_base})"
     cells["build context"] = v.context_bytes, f"{fmt_b(v.context_bytes)} ({v.context_files} files)"
     if v.dive:
         cells["dive efficiency"] = None, f"{v.dive['efficiencyScore']:.4f}"
@@ -177,9 +199,9 @@ def column(v: Variant, base_info: dict[str, Any]) -> dict[str, tuple[float | Non
 
 
 def report(
-    ours: Variant, naive: Variant, base: str, base_info: dict[str, Any]
+    ours: Variant, minimal: Variant, naive: Variant, base: str, base_info: dict[str, Any]
 ) -> tuple[str, list[str]]:
-    o, n = column(ours, base_info), column(naive, base_info)
+    o, m, n = (column(v, base_info) for v in (ours, minimal, naive))
     mine = {row: value for row, (value, _) in o.items() if value is not None}
     clean = mine["clean build"]
     budgets = {
@@ -189,13 +211,14 @@ def report(
     budgets |= {
         row: (mine[row] <= limit, f"<= {text}") for row, (limit, text) in BYTE_BUDGETS.items()
     }
-    rows = [("metric", "ours", "naive", "ours/naive", "budget (ours)")]
+    rows = [("metric", "ours", "minimal", "naive", "ours/naive", "minimal/naive", "budget (ours)")]
     for row, (value, cell) in o.items():
-        if row in n:  # the dive rows only when dive ran on both
+        if row in m and row in n:  # the dive rows only when dive ran on all three
             ok, text = budgets.get(row, (True, ""))
             verdict = f"{text}: {'OK' if ok else 'EXCEEDED'}" if text else ""
-            rows.append((row, cell, n[row][1], ratio(value, n[row][0]), verdict))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+            ratios = ratio(value, n[row][0]), ratio(m[row][0], n[row][0])
+            rows.append((row, cell, m[row][1], n[row][1], *ratios, verdict))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [f"| {' | '.join(c.ljust(w) for c, w in zip(r, widths, strict=True))} |" for r in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     base_layers = len(base_info["RootFS"]["Layers"])

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import sys
 from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_ADMIN_KEY_CHARS = 32  # guessable keys are refused at start
 
@@ -112,8 +123,57 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 5.0
     # Poll a submitted/running job whose callback has not come after this long.
     reconcile_after_s: float = 30.0
+    # The reconciler deletes finished jobs (files, then rows) this many days after they
+    # ended, at most retention_batch per pass; 0 keeps every job.
+    retention_days: int = Field(default=0, ge=0, le=36500)
+    retention_batch: int = Field(default=100, ge=1, le=10_000)
+
+    # Webhooks: a job's end POSTed to the upload's (or its key's) callback_url, signed per
+    # Standard Webhooks with this secret: `whsec_` + base64 of 24-64 random bytes. Unset:
+    # uploads and keys that name a callback_url are refused.
+    webhook_secret: SecretStr | None = None
+    # Comma-separated CIDRs a callback may reach although private, loopback, link-local or
+    # otherwise not public (e.g. 10.0.0.0/8); every other such address is refused (SSRF).
+    webhook_allowed_networks: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
+    # Attempts per delivery; between them an exponential back-off with jitter.
+    webhook_max_attempts: int = Field(default=10, ge=1, le=100)
+    webhook_backoff_s: float = Field(default=5.0, gt=0)
+    webhook_max_backoff_s: float = Field(default=3600.0, gt=0)
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    webhook_interval_s: float = Field(default=1.0, gt=0)
 
     log_level: str = "INFO"
+
+    # Prometheus metrics: at /metrics on the API's port (no key), on a port of their own
+    # (METRICS_PORT, bound to METRICS_HOST by one worker), or not at all.
+    metrics_enabled: bool = True
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: the API's own port
+    metrics_host: str = "127.0.0.1"
+    # prometheus_client's multiprocess mode (the library reads this variable itself): an
+    # empty directory, emptied before the server starts, where each worker writes its events.
+    prometheus_multiproc_dir: Path | None = None
+    # uvicorn's worker processes (uvicorn reads WEB_CONCURRENCY itself; read here to check
+    # that several workers' events can be added up).
+    web_concurrency: int = Field(default=1, ge=1)
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # empty in .env: webhooks off
+        if not 24 <= len(webhook_key(value)) <= 64:
+            raise ValueError(
+                "WEBHOOK_SECRET must be whsec_ followed by the base64 of 24 to 64 random bytes "
+                '(e.g. echo "whsec_$(openssl rand -base64 32)")'
+            )
+        return value
 
     @model_validator(mode="after")
     def _require_secrets(self) -> Settings:
@@ -139,6 +199,19 @@ class Settings(BaseSettings):
     @property
     def uses_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def webhook_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        return tuple(self.webhook_allowed_networks)
+
+
+def webhook_key(secret: SecretStr) -> bytes:
+    """The secret's bytes (empty if it is not `whsec_` + base64)."""
+    text = secret.get_secret_value().removeprefix("whsec_")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def load_settings() -> Settings:

@@ -53,6 +53,8 @@ def make_engine(settings: Settings) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            # Off by default in SQLite: a deleted job must take its webhook row along.
+            cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
         @event.listens_for(engine, "begin")

@@ -10,8 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.jobs.intake import Intake
+from app.metrics.exposition import Exporter
 from app.orchestrators.base import Orchestrator
 from app.storage import SharedStorage
+from app.workers.deliverer import Deliverer
 from app.workers.dispatcher import Dispatcher
 from app.workers.reconciler import Reconciler
 
@@ -28,6 +30,8 @@ class Resources:
     orchestrator: Orchestrator
     dispatcher: Dispatcher
     reconciler: Reconciler
+    deliverer: Deliverer | None  # None: WEBHOOK_SECRET unset, no webhooks
+    metrics: Exporter
 
 
 def get_resources(request: Request) -> Resources:

@@ -83,6 +83,17 @@ class ModelInUse(Conflict):
     code = "model_in_use"
 
 
+class JobInFlight(Conflict):
+    """The job is being sent or run: its files stay until it has finished."""
+
+    code = "job_in_flight"
+    retry_after_s = 10
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 class PayloadTooLarge(AppError):
     status_code = 413
     code = "file_too_large"
@@ -125,6 +136,16 @@ class InvalidRequest(AppError):
 
 class UnknownModel(InvalidRequest):
     code = "unknown_model"
+
+
+class InvalidCallbackUrl(InvalidRequest):
+    code = "invalid_callback_url"
+
+
+class WebhooksUnavailable(InvalidRequest):
+    """A callback_url was named but the server has no WEBHOOK_SECRET to sign with."""
+
+    code = "webhooks_unavailable"
 
 
 class IdempotencyKeyReused(AppError):

@@ -16,12 +16,15 @@ from app.jobs import service
 from app.jobs.intake import Intake
 from app.keys import routes as key_routes
 from app.logs import configure_logging
+from app.metrics import routes as metrics_routes
+from app.metrics.exposition import Exporter
 from app.middleware import HardeningMiddleware
 from app.models import routes as model_routes
 from app.orchestrators.base import Execution, Orchestrator
 from app.orchestrators.kestra import KestraOrchestrator
-from app.startup import RefusalGuard, check_orchestrator
+from app.startup import RefusalGuard, check_metrics, check_orchestrator
 from app.storage import SharedStorage
+from app.workers.deliverer import Deliverer
 from app.workers.dispatcher import Dispatcher
 from app.workers.reconciler import Reconciler
 
@@ -47,11 +50,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         conf = settings or load_settings()
         configure_logging(conf.log_level)
         check_orchestrator(conf)
+        check_metrics(conf)
         resources = _open(conf)
         app.state.resources = resources
+        resources.metrics.start()
         if conf.workers_enabled:
             resources.dispatcher.start()
             resources.reconciler.start()
+            if resources.deliverer is not None:
+                resources.deliverer.start()
         log.info("api.started", extra={"orchestrator": conf.orchestrator.value})
         if not conf.require_api_keys:
             log.warning(
@@ -64,8 +71,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            resources.metrics.stop()
             resources.dispatcher.stop()
             resources.reconciler.stop()
+            if resources.deliverer is not None:
+                resources.deliverer.stop()
+                resources.deliverer.close()
             resources.orchestrator.close()
             resources.engine.dispose()
             log.info("api.stopped")
@@ -84,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(HardeningMiddleware)
     app.add_middleware(RefusalGuard)
     app.include_router(health.router)
+    app.include_router(metrics_routes.router)
     app.include_router(job_routes.router)
     app.include_router(key_routes.router)
     app.include_router(model_routes.router)
@@ -120,8 +132,19 @@ def _open(settings: Settings) -> Resources:
     dispatcher = Dispatcher(settings, sessions, orchestrator)
     intake = Intake(settings, sessions, storage, wake=dispatcher.wake)
     reconciler = Reconciler(settings, sessions, orchestrator, storage)
+    deliverer = Deliverer(settings, sessions) if settings.webhook_secret else None
+    metrics = Exporter(settings, sessions)
     return Resources(
-        settings, engine, sessions, storage, intake, orchestrator, dispatcher, reconciler
+        settings,
+        engine,
+        sessions,
+        storage,
+        intake,
+        orchestrator,
+        dispatcher,
+        reconciler,
+        deliverer,
+        metrics,
     )
 
 

@@ -34,6 +34,28 @@ def check_orchestrator(settings: Settings) -> None:
         )
 
 
+def check_metrics(settings: Settings) -> None:
+    """Several workers count events each in their own process: one scrape sees them all only
+    through prometheus_client's multiprocess directory, made here if missing."""
+    directory = settings.prometheus_multiproc_dir
+    if not settings.metrics_enabled:
+        return
+    if directory is None:
+        if settings.web_concurrency > 1:
+            raise Refusal(
+                f"WEB_CONCURRENCY={settings.web_concurrency} needs PROMETHEUS_MULTIPROC_DIR "
+                "(an empty directory, e.g. on a tmpfs) so /metrics counts every worker, "
+                "or METRICS_ENABLED=false"
+            )
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise Refusal(
+            f"PROMETHEUS_MULTIPROC_DIR={directory} cannot be made: {exc.strerror}"
+        ) from None
+
+
 def check_model(settings: Settings) -> None:
     """ORCHESTRATOR=local: MODEL must be found on this host the way flows/detect.py finds it.
     (With Kestra the inference image has the weights: its one-shot seed step checks.)"""

@@ -119,8 +119,16 @@ class SharedStorage:
         return shutil.disk_usage(self.root).free
 
     def remove_job_files(self, relatives: list[str]) -> None:
+        """Remove each stored file: a link itself, never what it points at; a directory in a
+        file's place (anything can write to the volume) with what is in it; a missing one is
+        fine."""
         for relative in relatives:
-            self.path(relative).unlink(missing_ok=True)
+            folder, _, name = relative.rpartition("/")
+            path = self._own(folder, name)
+            try:
+                path.unlink(missing_ok=True)
+            except IsADirectoryError:
+                shutil.rmtree(path)
 
     def path(self, relative: str) -> Path:
         """Resolve a stored relative path; refuse anything outside the root."""
@@ -130,8 +138,9 @@ class SharedStorage:
         return resolved
 
     def _own(self, subdir: str, name: str) -> Path:
-        if "/" in name or name.startswith("."):
-            raise ValueError(f"not a file name: {name!r}")
+        """A file of the layout, its path not resolved (so never through a link)."""
+        if subdir not in _SUBDIRS or "/" in name or name.startswith("."):
+            raise ValueError(f"not a file of the layout: {subdir}/{name}")
         return self.root / subdir / name
 
     def is_writable(self) -> bool:

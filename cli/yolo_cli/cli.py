@@ -44,8 +44,11 @@ EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 DEFAULT_URL = "http://127.0.0.1:8000"
 KEY_HINT = "pass --api-key KEY or set YOLO_API_KEY"
-# Refusals of a request's parameters (--model, --conf, --imgsz): the same for every file.
-REQUEST_ERRORS = frozenset({"unknown_model", "invalid_request"})
+# Refusals of a request's parameters (--model, --conf, --imgsz, --callback-url): the same
+# for every file.
+REQUEST_ERRORS = frozenset(
+    {"unknown_model", "invalid_request", "invalid_callback_url", "webhooks_unavailable"}
+)
 
 
 class UsageError(Exception):
@@ -223,7 +226,12 @@ def _api(args: argparse.Namespace) -> Api:
 
 
 def _upload_params(args: argparse.Namespace) -> dict[str, str]:
-    given = {"model": args.model, "confidence": args.conf, "image_size": args.imgsz}
+    given = {
+        "model": args.model,
+        "confidence": args.conf,
+        "image_size": args.imgsz,
+        "callback_url": args.callback_url,
+    }
     return {field: str(value) for field, value in given.items() if value is not None}
 
 
@@ -337,6 +345,11 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         metavar="PIXELS",
         help="inference size, 32-4096 (default: the server's)",
+    )
+    up.add_argument(
+        "--callback-url",
+        metavar="URL",
+        help="POST each job's JSON here when it ends, signed (default: the key's, if any)",
     )
     up.set_defaults(command=upload)
 

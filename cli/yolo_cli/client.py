@@ -117,7 +117,8 @@ class Api:
 
     def upload(self, paths: list[Path], params: dict[str, str] | None = None) -> list[Job]:
         """Send `paths` in one request; the API accepts all of them or none. `params`: the
-        form fields `model`, `confidence`, `image_size` (the server's defaults if left out).
+        form fields `model`, `confidence`, `image_size`, `callback_url` (the server's defaults
+        if left out).
 
         A busy answer is retried with the same Idempotency-Key, so a request that did get
         through the first time is never turned into a second set of jobs."""

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.jobs.models import Job
+from app.workers.deliverer import Deliverer
 from tests.support.api_app import ADMIN_KEY, CALLBACK_TOKEN, bearer, resources_of
 from tests.support.images import encode
 from tests.support.kestra import KestraStandin
@@ -41,6 +42,50 @@ def kestra_settings(standin: KestraStandin) -> dict[str, Any]:
         # The in-process stand-in shows executions at once unless a test delays them.
         "kestra_visibility_grace_s": 0.5,
     }
+
+
+def ended_job(
+    client: TestClient, kestra: KestraStandin, callback_url: str | None, state: str = "SUCCESS"
+) -> str:
+    """One job uploaded (naming `callback_url` unless None), sent and ended through Kestra's
+    callback (succeeded with one detection, or failed); its id."""
+    form = {} if callback_url is None else {"callback_url": callback_url}
+    files = [("files", ("a.png", encode("PNG", 40, 30)))]
+    response = client.post("/v1/uploads", files=files, data=form)
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["jobs"][0]["id"]
+    resources_of(client).dispatcher.run_once()
+    batch_id = client.get(f"/v1/jobs/{job_id}").json()["batch_id"]
+    if state == "SUCCESS":
+        write_success(client, job_id, [DETECTION])
+    else:
+        write_result(client, job_id, status="failed", error="the model could not load")
+    callback(client, kestra, batch_id, state)
+    return job_id
+
+
+def webhook_of(client: TestClient, job_id: str) -> dict[str, Any]:
+    webhook: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()["webhook"]
+    return webhook
+
+
+def deliverer_of(client: TestClient) -> Deliverer:
+    deliverer = resources_of(client).deliverer
+    assert deliverer is not None, "webhooks are off (no WEBHOOK_SECRET)"
+    return deliverer
+
+
+def deliver_until(client: TestClient, job_id: str, state: str) -> dict[str, Any]:
+    """Step the app's webhook worker until the job's webhook is in `state`; the webhook."""
+    deliverer = deliverer_of(client)
+
+    def step() -> dict[str, Any]:
+        deliverer.run_once()
+        return webhook_of(client, job_id)
+
+    return wait_until(
+        step, 10, what=f"the webhook {state}", interval_s=0.02, until=lambda w: w["state"] == state
+    )
 
 
 def job_count(client: TestClient) -> int:

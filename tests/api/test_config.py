@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+from ipaddress import ip_network
+
 import pytest
 
 from app.config import OrchestratorKind, Refusal, Settings, load_settings
 from tests.support.processes import clean_env, run_module
+from tests.support.webhooks import SECRET
 
 
 def kestra_env(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
@@ -63,3 +67,29 @@ def test_credentials_kestra_would_refuse_stop_start_up(
 def test_credentials_kestra_accepts_start(monkeypatch: pytest.MonkeyPatch) -> None:
     kestra_env(monkeypatch, KESTRA_USERNAME="ops@example.com", KESTRA_PASSWORD="Admin1234")
     assert load_settings().kestra_username == "ops@example.com"
+
+
+@pytest.mark.parametrize(
+    "secret", ["whsec_abc", "whsec_not base64!", "whsec_" + base64.b64encode(b"x" * 16).decode()]
+)
+def test_a_webhook_secret_not_of_24_to_64_bytes_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    monkeypatch.setenv("WEBHOOK_SECRET", secret)
+    with pytest.raises(Refusal) as exc:
+        load_settings()
+    assert "WEBHOOK_SECRET must be whsec_ followed by the base64" in str(exc.value)
+    assert secret not in str(exc.value)
+
+
+def test_webhook_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOK_SECRET", "")  # compose's default: webhooks off
+    monkeypatch.setenv("WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/8, fd00::/8")
+    settings = load_settings()
+    assert settings.webhook_secret is None
+    assert settings.webhook_networks == (ip_network("10.0.0.0/8"), ip_network("fd00::/8"))
+    monkeypatch.setenv("WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/33")
+    with pytest.raises(Refusal) as exc:
+        load_settings()
+    assert "WEBHOOK_ALLOWED_NETWORKS" in str(exc.value)

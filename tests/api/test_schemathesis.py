@@ -189,5 +189,7 @@ def test_sequences_of_operations_answer_as_documented(api: Api) -> None:
             answers.add((case.operation.label, response.status_code))
 
     Sequences.run(settings=_bounded(SCENARIOS, stateful_step_count=STEPS_PER_SCENARIO))
-    # The links were followed into real jobs, not only random ids.
-    assert ("GET /v1/jobs/{job_id}", 200) in answers, sorted(answers)
+    # The links were followed into real jobs, not only random ids: an operation on one job
+    # (GET, its image, DELETE, ...) succeeded.
+    on_a_job = [(op, status) for op, status in answers if "/v1/jobs/{job_id}" in op]
+    assert any(200 <= status < 300 for _, status in on_a_job), sorted(answers)

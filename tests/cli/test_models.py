@@ -1,5 +1,5 @@
-"""`yoloctl models push|list|rm` and `yoloctl upload --model --conf --imgsz` against a
-running API."""
+"""`yoloctl models push|list|rm` and `yoloctl upload --model --conf --imgsz --callback-url`
+against a running API."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tests.support.images import encode, scene_file
 from tests.support.live_api import StartApi, api_jobs, new_key
 from tests.support.paths import FIXTURE_MODEL, ROOT
 from tests.support.processes import run_cli
+from tests.support.webhooks import webhook_settings
 
 DIGEST = hashlib.sha256(FIXTURE_MODEL.read_bytes()).hexdigest()
 ADMIN = {"YOLO_API_KEY": ADMIN_KEY}
@@ -110,8 +111,9 @@ def test_upload_with_a_pushed_model_runs_with_its_weights(
         (["--model", "nope.pt"], "There is no model 'nope.pt'; the models are: {model}."),
         (["--conf", "1.5"], "The form fields are not valid: confidence: "),
         (["--imgsz", "16"], "The form fields are not valid: image_size: "),
+        (["--callback-url", "https://example.com/"], "This server sends no webhooks"),
     ],
-    ids=["unknown-model", "confidence", "image-size"],
+    ids=["unknown-model", "confidence", "image-size", "callback-url"],
 )
 def test_parameters_the_api_refuses_end_the_run_with_its_words(
     start_api: StartApi, tmp_path: Path, options: list[str], message: str
@@ -141,3 +143,16 @@ def test_a_model_over_the_servers_limit_is_refused_by_its_length(
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == "yoloctl: The request body is larger than 65536 bytes.\n"
     assert sorted(listing(url)) == [str(FIXTURE_MODEL)]
+
+
+def test_upload_names_a_callback_url(start_api: StartApi, tmp_path: Path) -> None:
+    url = start_api(workers_enabled=False, **webhook_settings())
+    (tmp_path / "a.png").write_bytes(encode("PNG"))
+    hook = "https://hooks.example.com/yolo"
+    result = run_cli(
+        "upload", str(tmp_path / "a.png"), "--callback-url", hook, "--url", url, env=ADMIN
+    )
+    assert result.returncode == 0, result.stderr
+    (job,) = api_jobs(url)
+    assert job["webhook"]["url"] == hook
+    assert job["webhook"]["state"] == "pending"

@@ -34,7 +34,17 @@ def config(docker: Docker, env: dict[str, str], files: tuple[str, ...] = MAIN_FI
     return json.loads(proc.stdout)
 
 
-@pytest.mark.parametrize("files", [MAIN_FILES, OFFLINE_FILES], ids=["main", "offline"])
+@pytest.mark.parametrize(
+    "files",
+    [
+        MAIN_FILES,
+        OFFLINE_FILES,
+        (*MAIN_FILES, "docker-compose.gpu.yml"),
+        (*OFFLINE_FILES, "docker-compose.scale.yml"),
+        (*MAIN_FILES, "docker-compose.kestra-split.yml"),
+    ],
+    ids=["main", "offline", "gpu", "offline-scale", "kestra-split"],
+)
 def test_compose_config_is_valid(compose_docker: Docker, files: tuple[str, ...]) -> None:
     Compose(compose_docker, new_project("yolotest"), secrets_env(), files)("config", "--quiet")
 
@@ -87,6 +97,12 @@ def test_compose_model(compose_docker: Docker) -> None:
     assert api["cap_drop"] == ["ALL"]
     assert "no-new-privileges:true" in api["security_opt"]
     assert any(t.startswith("/tmp") for t in api["tmpfs"])
+    # Metrics: every worker's events in a directory on that tmpfs, emptied with each start;
+    # on the API's port unless METRICS_PORT is set, and no port of their own is published.
+    assert api["environment"]["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    assert api["environment"]["METRICS_PORT"] == "0"
+    assert [port["target"] for port in api["ports"]] == [8000]
+    assert "METRICS_PORT" not in services["bootstrap"]["environment"]
     for name in ("api", "kestra"):
         for port in services[name].get("ports", []):
             assert port["host_ip"] == "127.0.0.1", (name, port)
@@ -122,6 +138,79 @@ def test_compose_model(compose_docker: Docker) -> None:
     assert services["kestra"]["depends_on"]["inference-image"]["required"] is True
     assert kestra["environment"]["ENV_TASK_NETWORK"] == "none"
     assert "--no-tutorials" in kestra["command"]
+
+
+def test_the_gpu_override_swaps_the_flow_path_and_the_image(compose_docker: Docker) -> None:
+    """docker-compose.gpu.yml: Kestra reads flows-gpu/ (deviceRequests) in place of flows/,
+    and the seed step and the tasks use INFERENCE_GPU_IMAGE. Not run here (no GPU)."""
+    env = {**secrets_env(), "INFERENCE_GPU_IMAGE": "m/yolo-gpu:1"}
+    model = config(compose_docker, env, (*MAIN_FILES, "docker-compose.gpu.yml"))
+    services = model["services"]
+    kestra = services["kestra"]
+    [flows] = [v for v in kestra["volumes"] if v["target"] == "/flows"]
+    assert Path(flows["source"]) == ROOT / "flows-gpu"
+    assert flows["read_only"] is True
+    assert kestra["environment"]["ENV_YOLO_IMAGE"] == "m/yolo-gpu:1"
+    assert services["inference-image"]["image"] == "m/yolo-gpu:1"
+    # The default is the CUDA build of the pinned CPU image.
+    default = config(compose_docker, secrets_env(), (*MAIN_FILES, "docker-compose.gpu.yml"))
+    assert default["services"]["kestra"]["environment"]["ENV_YOLO_IMAGE"] == (
+        "ultralytics/ultralytics:8.4.190"
+    )
+
+
+def test_kestra_split_into_its_components(compose_docker: Docker) -> None:
+    """docker-compose.kestra-split.yml (not run here: no Kestra image): the standalone
+    server's roles as services of one image, one configuration, one database; only the
+    worker has root and the Docker socket; the flows are pushed through the webserver."""
+    env = {**secrets_env(), "KESTRA_WORKER_THREADS": "8"}
+    services = config(compose_docker, env, (*MAIN_FILES, "docker-compose.kestra-split.yml"))[
+        "services"
+    ]
+    roles = {
+        "kestra": "webserver",
+        "kestra-executor": "executor",
+        "kestra-scheduler": "scheduler",
+        "kestra-worker": "worker",
+    }
+    images = {services[name]["image"] for name in [*roles, "kestra-flows"]}
+    assert len(images) == 1
+    assert images.pop().startswith("kestra/kestra:v1.3.")
+    database = services["kestra"]["environment"]["KESTRA_DB_HOST"]
+    for name, role in roles.items():
+        service = services[name]
+        assert service["command"][:4] == [
+            "server",
+            role,
+            "--config",
+            "/etc/config/application.yaml",
+        ]
+        mounts = {v["target"]: v for v in service["volumes"]}
+        assert mounts["/etc/config/application.yaml"]["source"] == str(
+            ROOT / "kestra" / "application.yml"
+        )
+        assert mounts["/app/storage"]["source"] == "kestra-data"
+        assert service["environment"]["KESTRA_DB_HOST"] == database
+        assert service["restart"] == "unless-stopped"
+        assert service["healthcheck"]["test"], name
+        worker = role == "worker"
+        assert ("/var/run/docker.sock" in mounts) is worker, name
+        assert ("/tmp/kestra-wd" in mounts) is worker, name
+        assert (service.get("user") == "root") is worker, name
+        assert bool(service.get("ports")) is (name == "kestra"), name  # the API's KESTRA_URL
+    assert "--no-tutorials" in services["kestra"]["command"]
+    assert services["kestra-worker"]["command"][-2:] == ["--thread", "8"]
+    assert services["kestra-worker"]["environment"]["ENV_SHARED_VOLUME"] == "yolo-shared-data"
+    assert set(services["kestra-worker"]["depends_on"]) == {
+        "kestra",
+        "bootstrap",
+        "inference-image",
+    }
+    flows = services["kestra-flows"]
+    assert flows["restart"] == "no"
+    assert "flow namespace update inference /flows --no-delete" in flows["command"][0]
+    assert "--server http://kestra:8080" in flows["command"][0]
+    assert [v["target"] for v in flows["volumes"]] == ["/flows"]
 
 
 @dataclass

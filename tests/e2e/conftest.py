@@ -26,10 +26,12 @@ from typing import Any
 
 import pytest
 
-from tests.support.engine import Docker, engine_for_tests, require
+from tests.support.compose import STANDIN_FILES
+from tests.support.engine import OFFLINE_DEBIAN, Docker, engine_for_tests, require
 from tests.support.paths import ROOT
 from tests.support.stack import ARTIFACTS, Stack, ensure_inference_image
 from tests.support.stack.record import RECOVERY, record
+from tests.support.webhooks import SECRET as WEBHOOK_SECRET
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,9 +69,9 @@ def inference_image(e2e_docker: Docker) -> str:
     return weights
 
 
-@pytest.fixture(scope="session")
-def stack(e2e_docker: Docker, inference_image: str) -> Iterator[Stack]:
-    env = {
+def e2e_env(inference_image: str) -> dict[str, str]:
+    """The settings every end-to-end stack runs with."""
+    return {
         "INFERENCE_IMAGE": inference_image,
         # The default name, as a user's first stack has it: the one-shot inference-image
         # step copies the image's weights of that name (here the fixture model) to models/.
@@ -90,14 +92,41 @@ def stack(e2e_docker: Docker, inference_image: str) -> Iterator[Stack]:
         "WEB_CONCURRENCY": "2",
         # The minimal API image (no shell): the compose tests in tests/docker run the default.
         "API_TARGET": "minimal",
+        # Webhooks to a receiver on the host, at the gateway of the stack's network (a private
+        # address in one of Docker's default pools, allowed here).
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "WEBHOOK_ALLOWED_NETWORKS": "172.16.0.0/12,192.168.0.0/16,10.0.0.0/8",
     }
-    the_stack = Stack.create(e2e_docker, "e2e", env, require)
+
+
+def _running(the_stack: Stack) -> Iterator[Stack]:
     print(f"\n[e2e] compose project {the_stack.project}")
     try:
-        record("stack up", seconds=the_stack.up(), project=the_stack.project)
+        record(f"{the_stack.role} stack up", seconds=the_stack.up(), project=the_stack.project)
         yield the_stack
     finally:
         the_stack.down(keep=os.environ.get("E2E_KEEP") == "1")
+
+
+@pytest.fixture(scope="session")
+def stack(e2e_docker: Docker, inference_image: str) -> Iterator[Stack]:
+    yield from _running(Stack.create(e2e_docker, "e2e", e2e_env(inference_image), require))
+
+
+@pytest.fixture(scope="module")
+def scaled_stack(e2e_docker: Docker, inference_image: str) -> Iterator[Stack]:
+    """docker-compose.scale.yml on top: two API replicas (one worker process each) behind
+    the HAProxy load balancer on API_PORT, the images of the e2e stack reused."""
+    require(e2e_docker.image_exists(OFFLINE_DEBIAN), f"{OFFLINE_DEBIAN} is missing")
+    env = {
+        **e2e_env(inference_image),
+        "API_REPLICAS": "2",
+        "WEB_CONCURRENCY": "1",
+        "LB_IMAGE": "yolo-lb:scale",
+        "LB_BASE_IMAGE": OFFLINE_DEBIAN,
+    }
+    files = (*STANDIN_FILES, "docker-compose.scale.yml")
+    yield from _running(Stack.create(e2e_docker, "scale", env, require, files))
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures import synthetic
+from tests.support.metrics import change, scrape
 from tests.support.paths import FIXTURE_MODEL
 from tests.support.stack import Stack
 from tests.support.stack.account import account
@@ -40,6 +41,8 @@ def test_every_service_is_healthy(stack: Stack) -> None:
 
 def test_burst_is_batched_and_every_job_succeeds_in_a_throwaway_container(stack: Stack) -> None:
     batch = scenes(first_seed=3000, count=24)
+    with stack.api.client() as client:
+        before = scrape(client)
     started = time.monotonic()
     jobs = []
     for part in chunks(batch, 4):  # several images per request
@@ -121,6 +124,23 @@ def test_burst_is_batched_and_every_job_succeeds_in_a_throwaway_container(stack:
     batched = sorted(job_id for execution in ran_in.values() for job_id in jobs_of(execution))
     assert batched == sorted(ids)
     assert len(ran_in) < len(ids), {e: jobs_of(x) for e, x in ran_in.items()}
+    # Both workers dispatched and recorded; one scrape adds them up (multiprocess mode).
+    with stack.api.client() as client:
+        after = scrape(client)
+    assert change(before, after, "yolo_jobs", status="succeeded") == len(ids)
+    assert change(before, after, "yolo_batch_size_count") == len(ran_in)
+    assert change(before, after, "yolo_batch_size_sum") == len(ids)
+    assert change(before, after, "yolo_dispatch_latency_seconds_count") == len(ids)
+    assert change(before, after, "yolo_job_duration_seconds_count", status="succeeded") == len(ids)
+    assert change(before, after, "yolo_inference_seconds_count") == len(ids)
+    lag = "yolo_callback_lag_seconds_count"
+    polled = change(before, after, lag, via="poll")
+    assert change(before, after, lag, via="callback") + polled == len(ids)
+    files = stack.docker(
+        "exec", stack.compose.container("api"), "python", "-c",
+        "import os; print(*os.listdir('/tmp/metrics'))",
+    ).stdout.split()  # fmt: skip
+    assert len({name.rsplit("_", 1)[-1] for name in files}) >= 2, files  # <kind>_<pid>.db
     account(stack)
     record(
         "burst",

@@ -19,11 +19,14 @@ import pytest
 import requests
 import yaml
 from docker import DockerClient
-from docker.errors import ImageNotFound
+from docker.errors import APIError, ImageNotFound
+from docker.types import DeviceRequest
 from fastapi.testclient import TestClient
 
-from tests.support.kestra.__main__ import main, read_config
+from tests.support.engine import OFFLINE_DEBIAN, engine_for_tests, require
+from tests.support.kestra.__main__ import load_flows, main, read_config
 from tests.support.kestra.api import build_app, validate_inputs
+from tests.support.kestra.containers import TaskContainers
 from tests.support.kestra.executor import ExecutorConfig, FlowExecutor
 from tests.support.kestra.flow import check_flow
 from tests.support.kestra.pebble import RenderError, Unsupported, render
@@ -32,6 +35,9 @@ from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOW = yaml.safe_load((ROOT / "flows" / "yolo-detect.yml").read_text())
+(GPU_FLOW,) = load_flows(ROOT / "flows-gpu")  # docker-compose.gpu.yml's flow path
+# What `docker run --gpus all` sends; the GPU flow's one difference Docker sees.
+ALL_GPUS = DeviceRequest(driver="nvidia", count=-1, capabilities=[["gpu"]])
 BATCH_ID = "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"
 JOB_IDS = ["3f1c2b7e-1d2a-4c5b-9e8f-0a1b2c3d4e5f", "9a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d"]
 JOBS = " ".join(f"{job}=uploads/{job}.jpg" for job in JOB_IDS)
@@ -188,8 +194,9 @@ def _run(
     drop: int = 0,
     api_status: int = 202,
     task_timeout: str | None = None,
+    flow: dict[str, Any] = FLOW,
 ) -> tuple[StandinState, dict[str, Any], list[dict[str, Any]]]:
-    flow = copy.deepcopy(FLOW)
+    flow = copy.deepcopy(flow)
     flow["tasks"][0]["retry"]["interval"] = "PT0S"  # no 15 s wait in a unit test
     if task_timeout is not None:
         flow["tasks"][0]["timeout"] = task_timeout
@@ -242,6 +249,7 @@ def test_a_successful_execution(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert body["user"] == "1000:1000"
     assert body["volumes"] == ["vol-test:/data"]
+    assert body["device_requests"] is None  # the CPU flow asks for no device
     assert "YOLO_CONFIG_DIR=/tmp/ultralytics" in body["environment"]
     assert ("remove", "c1") in docker.calls  # delete: true
     assert [h["state"] for h in execution["state"]["histories"]] == ["RUNNING", "SUCCESS"]
@@ -258,6 +266,43 @@ def test_a_successful_execution(monkeypatch: pytest.MonkeyPatch) -> None:
         "state": "SUCCESS",
     }
     assert state.containers[0]["removed"] is True
+
+
+def test_the_gpu_flow_asks_docker_for_every_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    docker = FakeDocker([(0, DETECT_STDOUT)])
+    _, execution, _ = _run(docker, monkeypatch, flow=GPU_FLOW)
+    [body] = docker.created
+    assert body["device_requests"] == [ALL_GPUS]
+    assert body["image"] == "yolo-inference:test"  # envs.yolo_image, as in the CPU flow
+    assert execution["state"]["current"] == "SUCCESS"
+
+
+@pytest.mark.docker
+def test_docker_gets_the_gpu_request_and_refuses_it_without_the_nvidia_toolkit() -> None:
+    """On the real engine (no GPU here): the container is created with the exact
+    HostConfig.DeviceRequests, and starting it fails as it does on any host without the
+    NVIDIA Container Toolkit. Nothing runs."""
+    engine = engine_for_tests(compose=False)
+    require(engine.image_exists(OFFLINE_DEBIAN), f"{OFFLINE_DEBIAN} is missing")
+    flow = copy.deepcopy(GPU_FLOW)
+    flow["tasks"][0]["taskRunner"]["delete"] = False  # kept, to be inspected
+    task = check_flow(flow).tasks[0]
+    state = StandinState([flow], "u@example.com", "Passw0rd")
+    containers = TaskContainers(state, lambda: engine.sdk, volumes_enabled=False)
+    inputs = {"batch_id": BATCH_ID, "jobs": JOBS, "model": "m.pt", "confidence": 0.5}
+    inputs["image_size"] = 64
+    context = {"envs": {"yolo_image": OFFLINE_DEBIAN}, "inputs": inputs}
+    try:
+        with pytest.raises(APIError, match='could not select device driver "nvidia"'):
+            containers.run("exec-gpu", task, 1, lambda template: render(template, context))
+        [record] = state.containers
+        host = engine.inspect(record["containerId"], "container")["HostConfig"]
+        [request] = host["DeviceRequests"]
+        assert request["Driver"] == "nvidia"
+        assert request["Count"] == -1
+        assert request["Capabilities"] == [["gpu"]]
+    finally:
+        containers.remove_leftovers("exec-gpu")
 
 
 def test_a_failing_task_is_retried_then_fails_the_execution(

@@ -47,6 +47,7 @@ class UploadRequest:
     received: Sequence[ReceivedFile]
     params: InferenceParams
     idempotency_key: str | None  # as the client sent it (validated)
+    callback_url: str | None = None  # as the form named it (validated)
 
     @property
     def scoped_key(self) -> str | None:
@@ -57,8 +58,10 @@ class UploadRequest:
 
     @property
     def fingerprint(self) -> str:
-        """The files' digests and the parameters: a retry has the same, a reuse does not."""
-        parts = [repr(astuple(self.params)), *(item.sha256 for item in self.received)]
+        """The files' digests, the parameters and the callback URL: a retry has the same, a
+        reuse does not."""
+        named = [f"callback_url={self.callback_url}"] if self.callback_url else []
+        parts = [repr(astuple(self.params)), *named, *(item.sha256 for item in self.received)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -172,6 +175,8 @@ def _new_job(
         idempotency_key=request.scoped_key,
         request_fingerprint=request.fingerprint,
         request_index=upload.index,
+        callback_url=request.callback_url or request.owner.callback_url,
+        delivery=None,  # added when it ends; known now, so never loaded
         dispatch_attempts=0,
         created_at=now,
         updated_at=now,

@@ -7,9 +7,10 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Float, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UtcDateTime
+from app.webhooks.models import MAX_URL_CHARS, Delivery
 
 
 class JobStatus(StrEnum):
@@ -52,6 +53,10 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     request_index: Mapped[int] = mapped_column(Integer, default=0)
+    # Where its end is POSTed (the upload's `callback_url` or its key's default); the
+    # delivery (app.webhooks) is added by the transition that ends the job.
+    callback_url: Mapped[str | None] = mapped_column(String(MAX_URL_CHARS))
+    delivery: Mapped[Delivery | None] = relationship(lazy="selectin")
 
     # Orchestrator bookkeeping. Jobs sent together share a batch (one execution).
     batch_id: Mapped[str | None] = mapped_column(String(36))

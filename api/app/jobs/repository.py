@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.jobs.models import Job, JobStatus
@@ -101,3 +101,32 @@ def queued_in_batches(session: Session, batch_ids: Sequence[str]) -> Sequence[Jo
     """Queued members of batches being resent, so each is resent whole."""
     stmt = select(Job).where(Job.batch_id.in_(batch_ids), Job.status == JobStatus.QUEUED)
     return session.scalars(stmt.with_for_update(skip_locked=True)).all()
+
+
+def lock_unless_locked(session: Session, job_id: str) -> Job | None:
+    """The job, locked and refreshed; None if another transaction holds it (a dispatcher
+    forming a batch, say) or it is gone."""
+    stmt = (
+        select(Job)
+        .where(Job.id == job_id)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(stmt).one_or_none()
+
+
+def claim_expired(session: Session, finished_before: datetime, limit: int) -> Sequence[Job]:
+    """Finished jobs that ended before `finished_before`, locked so concurrent purges skip
+    them. Unordered: the (status, created_at) index finds them (a job ends after it began)."""
+    stmt = (
+        select(Job)
+        .where(Job.status.in_((JobStatus.SUCCEEDED, JobStatus.FAILED)))
+        .where(Job.created_at < finished_before, Job.finished_at < finished_before)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return session.scalars(stmt).all()
+
+
+def delete_rows(session: Session, job_ids: Sequence[str]) -> None:
+    session.execute(delete(Job).where(Job.id.in_(job_ids)))

@@ -78,6 +78,10 @@ def annotated_path_of(job_id: str) -> str:
     return f"results/{job_id}.annotated.jpg"
 
 
+def result_path_of(job_id: str) -> str:
+    return f"results/{job_id}.json"
+
+
 def validate(raw: bytes, job: Job) -> Outcome:
     """The job's outcome from its result file's bytes, or InvalidResult."""
     try:

@@ -26,7 +26,7 @@ from app.errors import (
     OrchestratorDown,
     Unauthorized,
 )
-from app.jobs import repository, service
+from app.jobs import repository, retention, service
 from app.jobs.intake import InferenceParams, UploadRequest
 from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import (
@@ -40,9 +40,12 @@ from app.jobs.schemas import (
 )
 from app.jobs.uploads import UploadReceiver
 from app.keys.auth import PrincipalDep
+from app.keys.service import Principal
 from app.models import exports, files
 from app.openapi import errors
 from app.orchestrators.base import ExecutionNotFound, OrchestratorError
+from app.webhooks.models import MAX_URL_CHARS
+from app.webhooks.urls import checked_callback_url, require_webhooks
 
 router = APIRouter()
 
@@ -73,6 +76,13 @@ _PARAMS = {
         "minimum": 32,
         "maximum": 4096,
         "description": "Inference size in pixels (default: `IMAGE_SIZE`).",
+    },
+    "callback_url": {
+        "type": "string",
+        "format": "uri",
+        "maxLength": MAX_URL_CHARS,
+        "description": "http(s) URL that each job's JSON is POSTed to when it ends, signed "
+        "per Standard Webhooks (default: the key's; none without).",
     },
 }
 _FORM = {"type": "object", "required": ["files"], "properties": {"files": _FILES, **_PARAMS}}
@@ -110,7 +120,8 @@ _CALLBACK_BODY = {
         429,
         507,
         s400="`empty_file`, `no_files`, `bad_request`, `invalid_idempotency_key`",
-        s422="`corrupt_image`, `idempotency_key_reused`, `unknown_model`, `invalid_request`",
+        s422="`corrupt_image`, `idempotency_key_reused`, `unknown_model`, `invalid_request`, "
+        "`invalid_callback_url`, `webhooks_unavailable`",
     ),
     openapi_extra=_UPLOAD_BODY,
 )
@@ -129,8 +140,9 @@ async def upload(
 ) -> UploadAccepted:
     """Send images in the multipart field `files` (JPEG, PNG or WebP). Each becomes a
     queued job; the text fields `model`, `confidence` and `image_size` choose how it runs
-    (each left out is the server's default). A request is all or nothing: if any file or
-    field is refused, nothing is kept.
+    (each left out is the server's default); `callback_url` names where each job's JSON is
+    POSTed when it ends (the key's default if left out). A request is all or nothing: if any
+    file or field is refused, nothing is kept.
     Repeat a request with the same `Idempotency-Key` to get the same jobs back; the same key
     with other files or parameters is refused (422)."""
     resources = get_resources(request)  # not as a dependency: that costs a thread hop
@@ -141,27 +153,36 @@ async def upload(
     limits = settings.max_upload_bytes, settings.max_files_per_request
     with UploadReceiver(storage, *limits) as receiver:  # its temp files go on leaving
         received = await receiver.receive(request.headers.get("content-type", ""), request.stream())
-        params = _params(receiver.params, settings)
-        upload = UploadRequest(owner, received, params, key)
+        params, callback_url = _params(receiver.params, settings, owner)
+        upload = UploadRequest(owner, received, params, key, callback_url)
         jobs = await run_in_threadpool(resources.intake.accept, upload)
     if len(jobs) == 1:
         response.headers["Location"] = f"/v1/jobs/{jobs[0].id}"
     return UploadAccepted(jobs=_out(jobs))
 
 
-def _params(fields: dict[str, str], settings: Settings) -> InferenceParams:
-    """The form's parameters, checked; the settings' for those left out."""
+def _params(
+    fields: dict[str, str], settings: Settings, owner: Principal
+) -> tuple[InferenceParams, str | None]:
+    """The form's parameters, checked; the settings' for those left out. The callback URL as
+    named (None: the key's default applies, if it has one)."""
     try:
         options = UploadOptions.model_validate(fields)
     except ValidationError as exc:
         problems = [{"loc": ["body", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
         words = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise InvalidRequest(f"The form fields are not valid: {words}.", errors=problems) from None
-    return InferenceParams(
+    params = InferenceParams(
         settings.model if options.model is None else options.model,
         settings.confidence if options.confidence is None else options.confidence,
         settings.image_size if options.image_size is None else options.image_size,
     )
+    named = options.callback_url
+    if named is not None:
+        checked_callback_url(named, settings)
+    elif owner.callback_url is not None:
+        require_webhooks(settings)  # the key's URL was checked when it was set
+    return params, named
 
 
 def _out(jobs: Sequence[Job]) -> list[JobOut]:
@@ -252,6 +273,34 @@ def get_annotated(
             f"Job {job_id} has no annotated image (status: {job.status}).", status=job.status
         )
     return FileResponse(_served(resources, job.annotated_path, job_id), media_type="image/jpeg")
+
+
+@router.delete(
+    "/v1/jobs/{job_id}",
+    status_code=204,
+    tags=["jobs"],
+    summary="Delete a job and its files",
+    responses=errors(
+        404,
+        409,
+        s404="`not_found`: no such job of this key: unknown, deleted already (so a repeated "
+        "DELETE gets 404, the job being gone either way), or another key's",
+        s409="`job_in_flight`: submitted, running or being sent; retry once it has finished "
+        "(see `Retry-After`)",
+    ),
+)
+def delete_job(
+    job_id: str, session: SessionDep, resources: ResourcesDep, viewer: PrincipalDep
+) -> Response:
+    """Removes the job's upload, result and annotated image, then its row. A queued job not
+    yet sent is cancelled this way; a job with the orchestrator is refused (409) until it has
+    finished, since its container reads the upload. Idempotent: afterwards the job is gone,
+    and a repeated DELETE answers 404 like GET does (a 404 on DELETE means there is nothing
+    of this key's left to delete). The job's Idempotency-Key goes with it: a retried upload
+    gets back only the jobs still there, or new ones if none is."""
+    retention.delete_job(session, resources.storage, job_id, viewer)
+    session.commit()
+    return Response(status_code=204)
 
 
 def _served(resources: Resources, relative: str, job_id: str) -> Path:

@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from app.jobs.models import Job, JobStatus
+from app.webhooks.models import MAX_URL_CHARS
+from app.webhooks.schemas import WebhookOut
 
 
 class Box(BaseModel):
@@ -71,6 +73,11 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     updated_at: datetime
     annotated_path: str | None = Field(exclude=True)
+    webhook: WebhookOut | None = Field(
+        default=None,
+        description="Where the job's end is POSTed (its `callback_url`) and how that went; "
+        "null without one.",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -84,7 +91,14 @@ class JobOut(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
-        return cls.model_validate(job, from_attributes=True)
+        out = cls.model_validate(job, from_attributes=True)
+        out.webhook = WebhookOut.of(job.callback_url, job.delivery)
+        return out
+
+    @classmethod
+    def webhook_body(cls, job: Job) -> str:
+        """What a webhook POSTs: the job's JSON less its `webhook` (its own delivery)."""
+        return cls.model_validate(job, from_attributes=True).model_dump_json(exclude={"webhook"})
 
 
 MAX_MODEL_CHARS = 255
@@ -98,6 +112,7 @@ class UploadOptions(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=MAX_MODEL_CHARS)
     confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     image_size: int | None = Field(default=None, ge=32, le=4096)
+    callback_url: str | None = Field(default=None, max_length=MAX_URL_CHARS)
 
 
 class UploadAccepted(BaseModel):

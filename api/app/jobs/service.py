@@ -12,10 +12,13 @@ from sqlalchemy.orm import Session
 from app.errors import NotFound
 from app.jobs import repository, results
 from app.jobs.models import Job, JobStatus
+from app.jobs.schemas import JobOut
 from app.keys.service import OPEN, Principal
 from app.logs import job_context
+from app.metrics import events as metrics
 from app.orchestrators.base import Execution, Phase, Submission
 from app.storage import ResultUnavailable, SharedStorage
+from app.webhooks import outbox
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,9 @@ def submission_for(batch_id: str, jobs: Sequence[Job]) -> Submission:
 
 
 def transition(job: Job, target: JobStatus, now: datetime) -> bool:
-    """The only function that changes a job's status; stamps the transition's time."""
+    """The only function that changes a job's status; stamps the transition's time. A job
+    that ends with a callback_url gets its webhook delivery in the same transaction, its body
+    the job's JSON as of now (so set the job's outcome before calling this)."""
     current = JobStatus(job.status)
     if target == current:
         return False
@@ -70,7 +75,10 @@ def transition(job: Job, target: JobStatus, now: datetime) -> bool:
         job.next_dispatch_at = now
     else:
         job.finished_at = now
+        if job.callback_url:
+            job.delivery = outbox.new_delivery(job.callback_url, JobOut.webhook_body(job), now)
     log.info("job.status", extra={"from": current, "to": target})
+    metrics.record_transition(job, current, target, now)
     return True
 
 
@@ -97,8 +105,9 @@ def fail_batch(session: Session, batch_id: str, reason: str) -> None:
     now = utcnow()
     for job in repository.in_batch(session, batch_id):
         with job_context(job.id):
-            if transition(job, JobStatus.FAILED, now):
-                job.error = reason
+            if not JobStatus(job.status).terminal:
+                job.error = reason  # before the transition: the webhook's body includes it
+                transition(job, JobStatus.FAILED, now)
 
 
 def requeue(session: Session, job_id: str, reason: str) -> None:
@@ -115,7 +124,7 @@ def apply_batch(session: Session, storage: SharedStorage, execution: Execution) 
     if not jobs:
         raise NotFound(f"No jobs in batch {execution.batch_id}.")
     for job in jobs:
-        _apply(job, storage, execution)
+        _apply(job, storage, execution, via="callback")
     return list(jobs)
 
 
@@ -124,12 +133,13 @@ def apply_execution(
 ) -> Job:
     """Update one job from its execution (the reconciler's polls)."""
     job = get_job(session, job_id, for_update=True)
-    _apply(job, storage, execution)
+    _apply(job, storage, execution, via="poll")
     return job
 
 
-def _apply(job: Job, storage: SharedStorage, execution: Execution) -> None:
-    """The one path for callbacks, polls and local runs; idempotent."""
+def _apply(job: Job, storage: SharedStorage, execution: Execution, via: str) -> None:
+    """The one path for callbacks, polls and local runs (`via`: how the news came);
+    idempotent."""
     with job_context(job.id):
         if JobStatus(job.status).terminal:
             return
@@ -151,6 +161,8 @@ def _apply(job: Job, storage: SharedStorage, execution: Execution) -> None:
             transition(job, JobStatus.RUNNING, now)
         else:
             _finish(job, storage, execution, now)
+            if JobStatus(job.status).terminal:
+                metrics.record_callback_lag(job, via, execution.ended_at, now)
 
 
 def _attach(job: Job, execution: Execution) -> None:

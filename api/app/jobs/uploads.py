@@ -27,8 +27,8 @@ from app.imaging import sniff_format
 from app.storage import SharedStorage, TempUpload
 
 FILE_FIELD = "files"
-PARAM_FIELDS = ("model", "confidence", "image_size")
-MAX_PARAM_BYTES = 1024  # per parameter field; a model name has at most 255 characters
+PARAM_FIELDS = ("model", "confidence", "image_size", "callback_url")
+MAX_PARAM_BYTES = 1024  # per parameter field; a callback URL has at most 1000 characters
 _SNIFF_BYTES = 16
 _MAX_HEADER_BYTES = 8 * 1024
 _MAX_FILENAME_CHARS = 255

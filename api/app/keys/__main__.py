@@ -10,15 +10,20 @@ from app.config import load_settings
 from app.db import make_engine, make_session_factory, session_scope
 from app.errors import AppError
 from app.keys import service
+from app.webhooks.urls import checked_callback_url
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    engine = make_engine(load_settings())
+    settings = load_settings()
+    engine = make_engine(settings)
     try:
         with session_scope(make_session_factory(engine)) as session:
             if args.command == "create":
-                key, raw = service.create(session, args.name, admin=args.admin)
+                url = args.callback_url
+                if url is not None:
+                    checked_callback_url(url, settings)
+                key, raw = service.create(session, args.name, admin=args.admin, callback_url=url)
                 role = "admin key" if key.admin else "key"
                 print(f"Created {role} {key.name!r}. It is shown this once; keep it safe:")
                 print(raw)
@@ -44,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     create = commands.add_parser("create", help="create a key and print it (once)")
     create.add_argument("name")
     create.add_argument("--admin", action="store_true", help="may manage keys, sees all jobs")
+    create.add_argument(
+        "--callback-url", help="default webhook URL for its uploads (needs WEBHOOK_SECRET)"
+    )
     commands.add_parser("list", help="list keys (names and prefixes, never the keys)")
     revoke = commands.add_parser("revoke", help="revoke a key by name or id")
     revoke.add_argument("name")

@@ -8,6 +8,7 @@ from sqlalchemy import Boolean, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UtcDateTime
+from app.webhooks.models import MAX_URL_CHARS
 
 
 class ApiKey(Base):
@@ -22,3 +23,5 @@ class ApiKey(Base):
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Where its jobs' ends are POSTed when an upload names no `callback_url`.
+    callback_url: Mapped[str | None] = mapped_column(String(MAX_URL_CHARS))

@@ -26,6 +26,7 @@ class Principal:
     key_id: str | None
     name: str
     admin: bool
+    callback_url: str | None = None  # the key's default for its uploads' webhooks
 
     def sees(self, owner_key_id: str | None) -> bool:
         return self.admin or owner_key_id == self.key_id
@@ -43,9 +44,15 @@ def digest(raw: str) -> str:
 
 
 def create(
-    session: Session, name: str, *, admin: bool, raw: str | None = None
+    session: Session,
+    name: str,
+    *,
+    admin: bool,
+    raw: str | None = None,
+    callback_url: str | None = None,
 ) -> tuple[ApiKey, str]:
-    """Add a key; returns the row and the key itself (the only time it is known)."""
+    """Add a key; returns the row and the key itself (the only time it is known).
+    `callback_url` is checked by the caller (app.webhooks.urls.checked_callback_url)."""
     name = name.strip()
     if not name or len(name) > 64:
         raise BadRequest("A key's name must have 1 to 64 characters.", name=name)
@@ -58,6 +65,7 @@ def create(
         prefix=raw[:_PREFIX_CHARS],
         key_hash=digest(raw),
         admin=admin,
+        callback_url=callback_url,
         created_at=datetime.now(UTC),
     )
     session.add(key)
@@ -82,7 +90,7 @@ def ensure(session: Session, name: str, raw: str) -> bool:
 def authenticate(session: Session, raw: str) -> Principal | None:
     stmt = select(ApiKey).where(ApiKey.key_hash == digest(raw), ApiKey.revoked_at.is_(None))
     key = session.scalars(stmt).one_or_none()
-    return Principal(key.id, key.name, key.admin) if key else None
+    return Principal(key.id, key.name, key.admin, key.callback_url) if key else None
 
 
 def listed(session: Session) -> Sequence[ApiKey]:

@@ -8,6 +8,7 @@ from app.db import Base
 from app.jobs import models  # noqa: F401  (registers the tables on Base.metadata)
 from app.keys import models as key_models  # noqa: F401
 from app.models import models as model_models  # noqa: F401
+from app.webhooks import models as webhook_models  # noqa: F401
 
 url = context.config.get_main_option("sqlalchemy.url") or Settings().database_url
 with create_engine(url, poolclass=pool.NullPool).connect() as connection:

@@ -1,6 +1,7 @@
 """The orchestrator port: what the pipeline needs from whatever runs inference."""
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -33,6 +34,7 @@ class Execution:
     phase: Phase | None  # None: a state the adapter does not know
     batch_id: str | None = None
     reason: str | None = None  # why it failed, in the orchestrator's words
+    ended_at: datetime | None = None  # when it reached its final state, if it has and we know
 
 
 class OrchestratorError(Exception):

@@ -3,6 +3,7 @@
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -222,14 +223,27 @@ class KestraOrchestrator:
     @staticmethod
     def _parse(body: dict[str, Any]) -> Execution:
         labels = {item.get("key"): item.get("value") for item in body.get("labels") or []}
-        state = (body.get("state") or {}).get("current", "CREATED")
+        state_object = body.get("state") or {}
+        state = state_object.get("current", "CREATED")
         return Execution(
             id=str(body["id"]),
             state=state,
             phase=_PHASES.get(state.upper()),
             batch_id=labels.get(BATCH_LABEL),
             reason=_failure_reason(body) if state in _EXPLAINED else None,
+            ended_at=_instant(state_object.get("endDate")),
         )
+
+
+def _instant(value: object) -> datetime | None:
+    """Kestra's ISO-8601 instant (`...Z`, up to nanoseconds), or None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _log_submit_retry(attempt: RetryCallState) -> None:

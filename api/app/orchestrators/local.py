@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 from app.config import Settings
@@ -141,5 +142,8 @@ class LocalOrchestrator:
 def _execution(
     execution_id: str, phase: Phase, batch_id: str, reason: str | None = None
 ) -> Execution:
-    """A subprocess has no states of its own: the phase's name is the state."""
-    return Execution(execution_id, phase.value, phase, batch_id, reason)
+    """A subprocess has no states of its own: the phase's name is the state; a final one
+    ends now."""
+    final = phase in (Phase.SUCCEEDED, Phase.FAILED)
+    ended_at = datetime.now(UTC) if final else None
+    return Execution(execution_id, phase.value, phase, batch_id, reason, ended_at)

@@ -20,6 +20,7 @@ from app.db import session_scope
 from app.jobs import repository, service
 from app.jobs.models import Job
 from app.logs import batch_context
+from app.metrics.events import record_batch
 from app.orchestrators.base import (
     Orchestrator,
     OrchestratorRejected,
@@ -164,6 +165,7 @@ class Dispatcher(Worker):
             return True
         with session_scope(self._sessions) as session:
             service.mark_submitted(session, batch_id, execution)
+        record_batch(len(item.submission.jobs))
         log.info(
             "dispatch.submitted",
             extra={"execution_id": execution.id, "jobs": len(item.submission.jobs)},

@@ -1,4 +1,5 @@
-"""Finish jobs whose callback never came, by asking the orchestrator directly."""
+"""Finish jobs whose callback never came, by asking the orchestrator directly; sweep files
+no job owns; purge jobs past their retention (RETENTION_DAYS)."""
 
 import logging
 import time
@@ -8,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import session_scope
-from app.jobs import intake, repository, service
+from app.jobs import intake, repository, retention, service
 from app.logs import job_context
 from app.orchestrators.base import Execution, ExecutionNotFound, Orchestrator, OrchestratorError
 from app.storage import SharedStorage
@@ -38,6 +39,26 @@ class Reconciler(Worker):
 
     def run_once(self) -> int:
         self._sweep_orphans()
+        self._reconcile_stale()
+        self.purge_expired()
+        return 0  # polling is never urgent: wait a full interval between rounds
+
+    def purge_expired(self) -> int:
+        """Delete up to RETENTION_BATCH jobs finished RETENTION_DAYS ago (0: keep them all),
+        claimed with SKIP LOCKED so each worker purges other jobs; how many."""
+        days = self._settings.retention_days
+        if not days:
+            return 0
+        cutoff = service.utcnow() - timedelta(days=days)
+        limit = self._settings.retention_batch
+        with session_scope(self._sessions) as session:
+            purged = retention.purge_expired(session, self._storage, cutoff, limit)
+        if purged:
+            log.info("retention.purged", extra={"count": purged, "cutoff": cutoff.isoformat()})
+        return purged
+
+    def _reconcile_stale(self) -> None:
+        """Ask about submitted/running jobs not heard of for RECONCILE_AFTER_S."""
         now = service.utcnow()
         quiet_since = now - timedelta(seconds=self._settings.reconcile_after_s)
         with session_scope(self._sessions) as session:
@@ -55,9 +76,8 @@ class Reconciler(Worker):
                         asked[key] = self._ask(execution_id, batch_id)
                     except OrchestratorError as exc:
                         log.warning("reconcile.unavailable", extra={"reason": str(exc)})
-                        return 0
+                        return
                 self._reconcile(job_id, asked[key])
-        return 0  # polling is never urgent: wait a full interval between rounds
 
     def _sweep_orphans(self) -> None:
         """Remove orphan uploads and stale partial ones; once a minute is plenty."""

@@ -9,8 +9,9 @@ import sys
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.support.api_app import SettingsFactory, bearer
+from tests.support.api_app import ADMIN_KEY, SettingsFactory, bearer, keyed_client
 from tests.support.paths import ROOT
+from tests.support.webhooks import SECRET
 
 
 def run(module: str, *args: str, database_url: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -43,6 +44,25 @@ def test_create_list_revoke(make_settings: SettingsFactory, database_url: str) -
     again = run("app.keys", "create", "alice", database_url=database_url)
     assert again.returncode == 1
     assert "exists already" in again.stderr
+
+
+def test_create_with_a_default_webhook_url(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    url = "https://hooks.example.com/yolo"
+    refused = run("app.keys", "create", "bob", "--callback-url", url, database_url=database_url)
+    assert refused.returncode == 1
+    assert "WEBHOOK_SECRET is not set" in refused.stderr
+    bad = "http://user:pw@hooks.example.com/"
+    args = ("create", "bob", "--callback-url")
+    refused = run("app.keys", *args, bad, database_url=database_url, WEBHOOK_SECRET=SECRET)
+    assert refused.returncode == 1
+    assert "no credentials in the URL" in refused.stderr
+    created = run("app.keys", *args, url, database_url=database_url, WEBHOOK_SECRET=SECRET)
+    assert created.returncode == 0, created.stderr
+    with keyed_client(make_settings()) as client:
+        keys = client.get("/v1/keys", headers=bearer(ADMIN_KEY)).json()["keys"]
+    assert [k["callback_url"] for k in keys if k["name"] == "bob"] == [url]
 
 
 def test_bootstrap_stores_the_admin_key_from_env_once_and_rotates_it(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -111,6 +112,18 @@ def test_failure_reason_comes_from_kestra(
     reason = adapter.get(execution.id).reason or ""
     assert "ended FAILED" in reason
     assert "task 'detect' failed after 2 attempt(s)" in reason
+
+
+def test_the_end_date_is_kestras_once_the_execution_has_ended(
+    adapter: KestraOrchestrator, kestra: KestraStandin
+) -> None:
+    execution = adapter.submit(SUBMISSION)
+    kestra.state.set_state(execution.id, "RUNNING")
+    assert execution.ended_at is None
+    assert adapter.get(execution.id).ended_at is None
+    kestra.state.set_state(execution.id, "SUCCESS")
+    end_date = kestra.state.executions[execution.id]["state"]["endDate"]
+    assert adapter.get(execution.id).ended_at == datetime.fromisoformat(end_date)
 
 
 def test_unknown_execution_is_not_found(adapter: KestraOrchestrator) -> None:

@@ -1,10 +1,10 @@
 """A Commands task on the Docker task runner, through the Docker SDK, as Kestra runs it: the
 image pulled per `pullPolicy`, a fresh container (entrypoint reset, the commands joined by
 newlines as the argument of `/bin/sh -c`, a new root-owned working directory, `volumes` only
-with the runner's volume-enabled flag), the task timeout counted from before the pull
-(Kestra's WorkerTaskCallable wraps the whole task; the container is killed), stdout lines
-`::{"outputs": {...}}::` as the task's vars, the container removed when `delete` is true.
-Logs are read once the container ends."""
+with the runner's volume-enabled flag, `deviceRequests` as HostConfig.DeviceRequests), the
+task timeout counted from before the pull (Kestra's WorkerTaskCallable wraps the whole task;
+the container is killed), stdout lines `::{"outputs": {...}}::` as the task's vars, the
+container removed when `delete` is true. Logs are read once the container ends."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from typing import Any
 from docker import DockerClient
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
+from docker.types import DeviceRequest
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout, RequestException
 
-from tests.support.kestra.flow import CommandsTask
+from tests.support.kestra.flow import CommandsTask, DockerRunner
 from tests.support.kestra.state import StandinState, now
 
 LABEL = "io.kestra.standin.execution"  # on every task container: its execution's id
@@ -51,6 +52,20 @@ def _outputs(stdout: str, log: Callable[[str], None]) -> dict[str, Any]:
         elif line.strip():
             log(f"stdout: {line}")
     return variables
+
+
+def device_requests(runner: DockerRunner, render: Callable[[str], str]) -> list[DeviceRequest]:
+    """The runner's deviceRequests as the Docker SDK takes them (HostConfig.DeviceRequests)."""
+    return [
+        DeviceRequest(
+            driver=render(request.driver or ""),
+            count=request.count or 0,
+            device_ids=[render(device) for device in request.device_ids or []],
+            capabilities=request.capabilities or [],
+            options=request.options or {},
+        )
+        for request in runner.device_requests
+    ]
 
 
 class TaskContainers:
@@ -91,6 +106,7 @@ class TaskContainers:
             volumes=volumes,
             working_dir=f"/kestra-wd/{secrets.token_hex(8)}",  # created by Docker, root-owned
             network_mode=network,
+            device_requests=device_requests(runner, render) or None,
             labels={LABEL: execution_id},
         )
         record: dict[str, Any] = {

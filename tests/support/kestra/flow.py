@@ -83,6 +83,18 @@ class _Task(_Item):
     retry: Retry | None = None
 
 
+class DeviceRequest(_Strict):
+    """Kestra's DeviceRequest, passed to Docker's HostConfig.DeviceRequests (GPUs: `docker run
+    --gpus all` is driver nvidia, count -1, capabilities [[gpu]]). Kestra renders each field
+    (Property<...>); the stand-in renders the strings and takes the rest as literals."""
+
+    driver: str | None = None
+    count: int | None = None  # -1: all devices
+    device_ids: list[str] | None = None
+    capabilities: list[list[str]] | None = None  # an OR list of AND lists
+    options: dict[str, str] | None = None
+
+
 class DockerRunner(_Strict):
     type: Literal["io.kestra.plugin.scripts.runner.docker.Docker"]
     pull_policy: Literal["IF_NOT_PRESENT", "ALWAYS", "NEVER"] = "IF_NOT_PRESENT"
@@ -90,6 +102,7 @@ class DockerRunner(_Strict):
     volumes: list[Annotated[str, Field(pattern=r"^[^:]+:[^:]+(:[^:]+)?$")]] = []  # src:dst[:mode]
     delete: bool = True
     network_mode: str | None = None
+    device_requests: list[DeviceRequest] = []  # a plain list in Kestra: not one expression
 
 
 class CommandsTask(_Task):

@@ -57,7 +57,14 @@ class Stack:
         self.volume = SharedVolume(self.docker, self.compose.volume, self.base_image)
 
     @classmethod
-    def create(cls, docker: Docker, role: str, env: dict[str, str], need: Need) -> Stack:
+    def create(
+        cls,
+        docker: Docker,
+        role: str,
+        env: dict[str, str],
+        need: Need,
+        files: tuple[str, ...] = STANDIN_FILES,
+    ) -> Stack:
         """A stack, not up yet, with everything of its own: compose project, fresh secrets,
         volume name, ports, and API and stand-in image tags (never retag the images a
         concurrent run of the other role uses), on PYTHON_BASE_IMAGE and POSTGRES_IMAGE (the
@@ -78,7 +85,7 @@ class Stack:
             "KESTRA_PORT": str(free_port()),
             **build_secret_env(),
         }
-        return cls(Compose(docker, project, {**own, **env}, STANDIN_FILES), base, role)
+        return cls(Compose(docker, project, {**own, **env}, files), base, role)
 
     @property
     def docker(self) -> Docker:

@@ -22,17 +22,22 @@ class StackApi:
     admin_key: str
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # every job a client saw
     scene_of: dict[str, Scene] = field(default_factory=dict)
+    served_by: list[str] = field(default_factory=list)  # X-Served-By of each upload (a balancer's)
 
     def client(self, timeout: float = 30) -> httpx.Client:
         auth = {"Authorization": f"Bearer {self.admin_key}"}
         return httpx.Client(base_url=self.url, timeout=timeout, headers=auth)
 
-    def upload(self, batch: Sequence[Scene], key: str | None = None) -> list[dict[str, Any]]:
+    def upload(
+        self, batch: Sequence[Scene], key: str | None = None, form: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """`form`: the upload's other fields (callback_url, model, ...)."""
         headers = {"Idempotency-Key": key} if key else {}
         files = [("files", (s.name, s.data, "application/octet-stream")) for s in batch]
         with self.client() as client:
-            response = client.post("/v1/uploads", files=files, headers=headers)
+            response = client.post("/v1/uploads", files=files, headers=headers, data=form)
         assert response.status_code == 202, f"{response.status_code} {response.text}"
+        self.served_by.append(response.headers.get("x-served-by", ""))
         jobs: list[dict[str, Any]] = response.json()["jobs"]
         assert len(jobs) == len(batch)
         for scene, job in zip(batch, jobs, strict=True):

@@ -1,0 +1,1 @@
+"""Webhooks: each job's end POSTed, signed (Standard Webhooks), to the URL its upload named."""
