@@ -63,6 +63,12 @@ class Export:
 _checked: dict[tuple[object, ...], Export] = {}
 
 
+def export_name(model: str, fmt: Format) -> str:
+    """What Ultralytics (detect.py --export) names the export of models/<model> (`x.pt`)."""
+    stem = model.removesuffix(".pt")
+    return f"{stem}.onnx" if fmt == "onnx" else f"{stem}{OPENVINO_SUFFIX}"
+
+
 def format_of(name: str) -> Format | None:
     """The format a name in models/ has as an export; None if it is not an export's name."""
     if _NAME.fullmatch(name) is None:
