@@ -60,7 +60,7 @@ class Export:
 
 
 # (name, ((file, size, mtime_ns, inode), ...), limits) -> the checked export
-_checked: dict[tuple[object, ...], Export] = {}
+_checked: dict[tuple[object, ...], Export | NotAnExport] = {}
 
 
 def export_name(model: str, fmt: Format) -> str:
@@ -87,23 +87,30 @@ def names_on_volume(storage: SharedStorage) -> list[str]:
 
 def check(storage: SharedStorage, name: str, limits: Limits) -> Export:
     """The export models/<name>, checked; NotAnExport if it is not one this API may run.
-    Remembered per file size, mtime and inode, so an unchanged export is read once."""
+    The verdict is remembered per file size, mtime and inode, so an unchanged export is read
+    once (a listing checks every export each time)."""
     fmt = format_of(name)
     if fmt is None:
         raise NotAnExport(f"{name!r} is not named <stem>.onnx or <stem>{OPENVINO_SUFFIX}.")
-    files = _files(storage.root / MODELS_DIR / name, fmt)
-    key = (name, tuple(_signature(path) for path in files), limits)
-    if key not in _checked:
-        _checked[key] = _inspect(name, fmt, files, limits)
-    return _checked[key]
+    try:
+        files = _files(storage.root / MODELS_DIR / name, fmt)
+        key = (name, tuple(_signature(path) for path in files), limits)
+        if key not in _checked:
+            _checked[key] = _verdict(name, fmt, files, limits)
+    except OSError as exc:  # e.g. replaced while being read: the next look sees the new one
+        raise NotAnExport(f"{name} cannot be read: {exc.strerror or exc}") from None
+    verdict = _checked[key]
+    if isinstance(verdict, NotAnExport):
+        raise NotAnExport(str(verdict))
+    return verdict
 
 
 def find(storage: SharedStorage, name: str, limits: Limits) -> Export | None:
-    """The export models/<name> if it passes the checks (a failure is logged)."""
+    """The export models/<name> if it passes the checks (a refusal is logged once, when the
+    files are first seen)."""
     try:
         return check(storage, name, limits)
-    except NotAnExport as exc:
-        log.warning("model.export_refused", extra={"model": name, "reason": str(exc)})
+    except NotAnExport:
         return None
 
 
@@ -141,6 +148,14 @@ def _lstat(path: Path) -> Any:
 def _signature(path: Path) -> tuple[str, int, int, int]:
     info = path.lstat()
     return (str(path), info.st_size, info.st_mtime_ns, info.st_ino)
+
+
+def _verdict(name: str, fmt: Format, files: list[Path], limits: Limits) -> Export | NotAnExport:
+    try:
+        return _inspect(name, fmt, files, limits)
+    except NotAnExport as exc:
+        log.warning("model.export_refused", extra={"model": name, "reason": str(exc)})
+        return exc
 
 
 def _inspect(name: str, fmt: Format, files: list[Path], limits: Limits) -> Export:
