@@ -29,7 +29,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
         422,
         s400="`invalid_model_name`: not a `.pt` name",
         s404="`not_found`: no such `.pt` in models/",
-        s409="`export_in_progress`: an export to the same name has not finished",
+        s409="`export_in_progress`: an export to the same name has not finished; "
+        "`model_in_use`: unfinished jobs use the export it would replace",
     ),
 )
 def export_model(
@@ -44,9 +45,7 @@ def export_model(
     models/ (the flow `yolo-export`, or detect.py in a subprocess with the Local
     orchestrator). 202: follow it at the Location; once `succeeded`, the export is listed and
     uploads may name it."""
-    export = service.create(
-        session, resources.storage, name, body.format, resources.settings.image_size
-    )
+    export = service.create(session, resources.storage, name, body.format, resources.settings)
     service.start(resources.orchestrator, export)
     session.commit()
     response.headers["Location"] = f"/v1/models/{name}/exports/{export.id}"

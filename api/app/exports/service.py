@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.config import Settings
 from app.errors import ExportInProgress, NotFound
 from app.exports.models import ExportState, ModelExport
 from app.models import exports, files
 from app.models import repository as models_repository
+from app.models import service as model_service
 from app.models.exports import Format, Limits, NotAnExport
 from app.orchestrators.base import (
     Execution,
@@ -33,10 +35,15 @@ log = logging.getLogger(__name__)
 
 
 def create(
-    session: Session, storage: SharedStorage, model: str, fmt: Format, image_size: int
+    session: Session,
+    storage: SharedStorage,
+    model: str,
+    fmt: Format,
+    settings: Settings,
 ) -> ModelExport:
     """A queued export of models/<model>; NotFound without that file, ExportInProgress while
-    another export to the same name has not finished."""
+    another export to the same name has not finished, ModelInUse while unfinished jobs use
+    the export it would replace (they recorded its digest)."""
     files.check_name(model)
     path = files.stored_file(storage, model)
     if path.is_symlink() or not path.is_file():
@@ -45,14 +52,16 @@ def create(
     digest = row.sha256 if row is not None else files.digest_of(path)
     if digest is None:  # removed meanwhile
         raise NotFound(f"There is no model {model!r} on the shared volume.", name=model)
+    name = exports.export_name(model, fmt)
+    model_service.check_unused(session, name, settings.model)
     now = datetime.now(UTC)
     export = ModelExport(
         id=str(uuid.uuid4()),
         model=model,
         model_sha256=digest,
         format=fmt,
-        image_size=image_size,
-        name=exports.export_name(model, fmt),
+        image_size=settings.image_size,
+        name=name,
         state=ExportState.QUEUED,
         created_at=now,
         updated_at=now,

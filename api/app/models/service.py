@@ -129,7 +129,7 @@ def store(
     now = datetime.now(UTC)
     row = repository.get(session, name, lock=True)
     if row is None or row.sha256 != received.sha256:  # the same weights again change nothing
-        _check_unused(session, name, default)
+        check_unused(session, name, default)
     created = row is None
     if row is None:
         row = StoredModel(name=name, created_at=now)
@@ -147,7 +147,7 @@ def remove(session: Session, storage: SharedStorage, name: str, default: str) ->
     if row is None and not os.path.lexists(files.stored_file(storage, name)):
         hint = " (the default model is part of the inference image)" if name == default else ""
         raise NotFound(f"There is no model {name!r} on the shared volume{hint}.", name=name)
-    _check_unused(session, name, default)
+    check_unused(session, name, default)
     files.remove(storage, name)
     if row is not None:
         session.delete(row)
@@ -165,7 +165,7 @@ def _export_entry(export: exports.Export, default: str) -> Entry:
     )
 
 
-def _check_unused(session: Session, name: str, default: str) -> None:
+def check_unused(session: Session, name: str, default: str) -> None:
     """Unfinished jobs would load other weights than the digest they recorded, or none."""
     models = {files.volume_path(name)} | ({default} if _same_model(default, name) else set())
     if unfinished := repository.count_unfinished_jobs(session, models):
