@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     kestra_password: SecretStr | None = None
     kestra_namespace: str = "inference"
     kestra_flow_id: str = "yolo-detect"
+    kestra_export_flow_id: str = "yolo-export"  # flows/yolo-export.yml
     kestra_connect_timeout_s: float = 3.0
     kestra_read_timeout_s: float = 10.0
     # After a create whose answer was lost, how long its execution may stay invisible to

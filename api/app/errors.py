@@ -83,6 +83,12 @@ class ModelInUse(Conflict):
     code = "model_in_use"
 
 
+class ExportInProgress(Conflict):
+    """Another export to the same name has not finished: both would write the same files."""
+
+    code = "export_in_progress"
+
+
 class JobInFlight(Conflict):
     """The job is being sent or run: its files stay until it has finished."""
 

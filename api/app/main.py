@@ -11,6 +11,7 @@ from app.config import OrchestratorKind, Settings, load_settings
 from app.db import make_engine, make_session_factory, session_scope
 from app.deps import Resources
 from app.errors import install_error_handlers
+from app.exports import routes as export_routes
 from app.jobs import routes as job_routes
 from app.jobs import service
 from app.jobs.intake import Intake
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(job_routes.router)
     app.include_router(key_routes.router)
     app.include_router(model_routes.router)
+    app.include_router(export_routes.router)
     app.include_router(ui.router)
     docs.install(app)
     return app

@@ -99,12 +99,13 @@ def render_table(rows: list[Row]) -> str:
 
 def render_models(listing: dict[str, Any]) -> str:
     """The models as a table: digests shortened to 12 characters (--json has them whole)."""
-    lines = [["NAME", "SOURCE", "DEFAULT", "SIZE", "SHA256", "PUSHED"]]
+    lines = [["NAME", "SOURCE", "FORMAT", "DEFAULT", "SIZE", "SHA256", "PUSHED"]]
     for model in listing["models"]:
         lines.append(
             [
                 model["name"],
                 model["source"],
+                model.get("format", "pytorch"),  # an older API lists `.pt` files only
                 "yes" if model["default"] else "-",
                 _size(model["size_bytes"]),
                 (model["sha256"] or "-")[:12],

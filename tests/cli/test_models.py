@@ -43,10 +43,10 @@ def test_push_list_and_remove_a_model(start_api: StartApi) -> None:
     assert again.stdout.startswith("replaced copy.pt: ")
     assert table.returncode == 0, table.stderr
     header, *lines = table.stdout.splitlines()
-    assert header.split() == ["NAME", "SOURCE", "DEFAULT", "SIZE", "SHA256", "PUSHED"]
+    assert header.split() == ["NAME", "SOURCE", "FORMAT", "DEFAULT", "SIZE", "SHA256", "PUSHED"]
     assert lines[0].split()[:2] == [str(FIXTURE_MODEL), "image"]  # the default, from the image
-    assert lines[1].split()[:6] == ["copy.pt", "volume", "-", "1.2", "MB", DIGEST[:12]]
-    assert lines[2].split()[:6] == ["shapes.pt", "volume", "-", "1.2", "MB", DIGEST[:12]]
+    assert lines[1].split()[:7] == ["copy.pt", "volume", "pytorch", "-", "1.2", "MB", DIGEST[:12]]
+    assert lines[2].split()[:7] == ["shapes.pt", "volume", "pytorch", "-", "1.2", "MB", DIGEST[:12]]
     listed = json.loads(as_json.stdout)
     assert listed["default"] == str(FIXTURE_MODEL)
     assert [model["sha256"] for model in listed["models"]] == [None, DIGEST, DIGEST]

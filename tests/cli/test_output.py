@@ -67,11 +67,14 @@ def test_models_table_shortens_digests_and_marks_the_default() -> None:
         ("shapes.pt", "volume", False, 1174667, digest, "2026-12-02T10:00:00.123456Z"),
         ("yolo11n.pt", "image", True, None, None, None),
         ("tiny.pt", "volume", False, 999, "ab", "2026-12-03T00:00:00Z"),
+        ("tiny.onnx", "volume", False, 999, "cd", None),
     ]
     models = [dict(zip(fields, row, strict=True)) for row in rows]
+    models[3]["format"] = "onnx"  # the others as an older API lists them: no format
     assert render_models({"default": "yolo11n.pt", "models": models}).splitlines() == [
-        "NAME        SOURCE  DEFAULT  SIZE    SHA256        PUSHED",
-        "shapes.pt   volume  -        1.2 MB  9b1c0c2e4f6a  2026-12-02 10:00",
-        "yolo11n.pt  image   yes      -       -             -",
-        "tiny.pt     volume  -        999 B   ab            2026-12-03 00:00",
+        "NAME        SOURCE  FORMAT   DEFAULT  SIZE    SHA256        PUSHED",
+        "shapes.pt   volume  pytorch  -        1.2 MB  9b1c0c2e4f6a  2026-12-02 10:00",
+        "yolo11n.pt  image   pytorch  yes      -       -             -",
+        "tiny.pt     volume  pytorch  -        999 B   ab            2026-12-03 00:00",
+        "tiny.onnx   volume  onnx     -        999 B   cd            -",
     ]

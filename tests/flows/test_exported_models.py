@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 
 from tests.fixtures import synthetic
-from tests.support.detect import fresh_data_dir, jobs_args, load_result, outputs_of, run_detect
+from tests.support.detect import (
+    EXPORTS,
+    export_fixture_model,
+    fresh_data_dir,
+    jobs_args,
+    load_result,
+    run_detect,
+)
 
 pytestmark = pytest.mark.slow  # real exports and inference
 
@@ -28,7 +35,6 @@ STRONG = 0.30  # the boxes that must be matched: LOW + 0.25, far from the edge
 MIN_IOU = 0.95  # measured: >= 0.977 for both formats
 CONF_TOLERANCE = 0.04  # measured: <= 0.029 (padding, see above)
 SEEDS = [synthetic.HELD_OUT_SEED_START + 800 + i for i in range(12)]
-EXPORTS = {"onnx": "models/shapes.onnx", "openvino": "models/shapes_openvino_model"}
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +43,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     the scenes (easy and crowded ones)."""
     root = fresh_data_dir(tmp_path_factory.mktemp("exports") / "data")
     for fmt in EXPORTS:
-        proc = run_detect(root, "--export", fmt, "--model", "models/shapes.pt")
-        assert proc.returncode == 0, proc.stderr
-        assert outputs_of(proc) == {
-            "model": EXPORTS[fmt],
-            "format": fmt,
-            "imgsz": 640,
-            "seconds": outputs_of(proc)["seconds"],
-        }
+        export_fixture_model(root, fmt)
     for i, seed in enumerate(SEEDS):
         image, _ = synthetic.render_scene(seed, n_objects=None if i % 2 else 8, easy=i % 2 == 1)
         image.save(root / "uploads" / f"{seed}.png")

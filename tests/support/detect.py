@@ -16,6 +16,8 @@ from tests.support.paths import FIXTURE_MODEL, ROOT
 
 DETECT_PY = ROOT / "flows" / "detect.py"
 OUTPUTS_LINE = re.compile(r"^::(\{.*\})::$")
+# The fixture model's exports in a data dir, by format (detect.py's export mode).
+EXPORTS = {"onnx": "models/shapes.onnx", "openvino": "models/shapes_openvino_model"}
 Process = subprocess.CompletedProcess[str]
 
 
@@ -67,3 +69,16 @@ def outputs_of(proc: Process) -> dict[str, Any]:
     assert set(payload) == {"outputs"}
     outputs: dict[str, Any] = payload["outputs"]
     return outputs
+
+
+def export_fixture_model(data_dir: Path, fmt: str, imgsz: int = 640) -> Path:
+    """models/shapes.pt of `data_dir` (fresh_data_dir) exported by Ultralytics through
+    detect.py's export mode, its outputs line checked; the export's path."""
+    proc = run_detect(
+        data_dir, "--export", fmt, "--model", "models/shapes.pt", "--imgsz", str(imgsz)
+    )
+    assert proc.returncode == 0, proc.stderr
+    outputs = outputs_of(proc)
+    expected = {"model": EXPORTS[fmt], "format": fmt, "imgsz": imgsz}
+    assert outputs == {**expected, "seconds": outputs["seconds"]}
+    return data_dir / EXPORTS[fmt]

@@ -22,6 +22,7 @@ from app.jobs.uploads import ReceivedFile
 from app.keys.service import Principal
 from app.logs import job_context
 from app.models import service as model_service
+from app.models.exports import Limits
 from app.models.service import Weights
 from app.storage import SharedStorage
 
@@ -109,7 +110,11 @@ class Intake:
         """Files placed and rows committed; on any failure the files are removed (the rows
         go with the session's rollback)."""
         settings, storage = self.settings, self.storage
-        weights = model_service.resolve(session, storage, settings.model, request.params.model)
+        params = request.params
+        limits = Limits.of(settings)
+        weights = model_service.resolve(
+            session, storage, settings.model, params.model, limits, params.image_size
+        )
         cap = settings.max_unfinished_jobs_per_key
         check_quota(session, request.owner, len(request.received), cap)
         uploads = [_Upload.new(storage, index, item) for index, item in enumerate(request.received)]

@@ -41,7 +41,7 @@ from app.jobs.schemas import (
 from app.jobs.uploads import UploadReceiver
 from app.keys.auth import PrincipalDep
 from app.keys.service import Principal
-from app.models.files import NAME_PATTERN
+from app.models import exports, files
 from app.openapi import errors
 from app.orchestrators.base import ExecutionNotFound, OrchestratorError
 from app.webhooks.models import MAX_URL_CHARS
@@ -62,7 +62,7 @@ _PARAMS = {
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_MODEL_CHARS,
-        "pattern": NAME_PATTERN,
+        "pattern": f"{files.NAME_PATTERN}|{exports.NAME_PATTERN}",
         "description": "A name from `GET /v1/models` (default: the server's `MODEL`).",
     },
     "confidence": {

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
+import uuid
 import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -102,9 +104,16 @@ def place(storage: SharedStorage, received: ReceivedModel, name: str) -> None:
 
 
 def remove(storage: SharedStorage, name: str) -> bool:
-    """True if there was a file to remove."""
+    """True if there was a file to remove. A directory (an OpenVINO export) is renamed away
+    first, so it disappears whole; a link is removed, never followed."""
+    path = stored_file(storage, name)
     try:
-        stored_file(storage, name).unlink()
+        if path.is_dir() and not path.is_symlink():
+            gone = path.with_name(f".removed-{uuid.uuid4().hex}")
+            path.rename(gone)
+            shutil.rmtree(gone)
+        else:
+            path.unlink()
     except FileNotFoundError:
         return False
     return True

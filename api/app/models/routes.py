@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from app.deps import Resources, ResourcesDep, SessionDep, get_resources
 from app.errors import InsufficientStorage
 from app.keys.auth import AdminDep, PrincipalDep
-from app.models import files, service
+from app.models import exports, files, service
+from app.models.exports import Limits
 from app.models.files import NAME_PATTERN, ReceivedModel
 from app.models.schemas import ModelList, ModelOut
 from app.openapi import errors
@@ -25,6 +26,14 @@ ModelName = Annotated[
     Path(
         description="The file's name in models/: letters, digits, `.`, `_`, `-`, then `.pt`.",
         json_schema_extra={"pattern": NAME_PATTERN},  # checked by the route: 400, not 422
+    ),
+]
+ListedName = Annotated[
+    str,
+    Path(
+        description="A `.pt` file's name in models/, or an export's (`<stem>.onnx`, "
+        "`<stem>_openvino_model`).",
+        json_schema_extra={"pattern": f"{NAME_PATTERN}|{exports.NAME_PATTERN}"},
     ),
 ]
 # The body is read as a stream, not by FastAPI, so its schema is declared here.
@@ -40,9 +49,12 @@ _S400 = "`invalid_model_name`: the name does not fit the pattern"
 
 @router.get("", response_model=ModelList, summary="List the models", responses=errors())
 def list_models(session: SessionDep, resources: ResourcesDep, _: PrincipalDep) -> ModelList:
-    """Every pushed model with its size and digest, and the default model (`MODEL`), marked
-    as such; `source: image` when its file is part of the inference image (no digest)."""
-    entries = service.available(session, resources.storage, resources.settings.model)
+    """Every pushed model with its size and digest, every export in models/ that passes the
+    checks (exact files, no links, `MAX_MODEL_BYTES`, made at `IMAGE_SIZE`), and the default
+    model (`MODEL`), marked as such; `source: image` when its file is part of the inference
+    image (no digest)."""
+    settings = resources.settings
+    entries = service.available(session, resources.storage, settings.model, Limits.of(settings))
     default = next(entry.name for entry in entries if entry.default)
     return ModelList(models=[ModelOut.of(entry) for entry in entries], default=default)
 
@@ -125,11 +137,13 @@ def _commit_store(
     ),
 )
 def remove_model(
-    name: ModelName, session: SessionDep, resources: ResourcesDep, _: AdminDep
+    name: ListedName, session: SessionDep, resources: ResourcesDep, _: AdminDep
 ) -> Response:
-    """Removes models/<name>, then its row. Uploads that name it get 422 from then on; jobs
-    that ran with it keep its name and digest. A second removal gets 404."""
-    files.check_name(name)
+    """Removes models/<name> (an export's directory as a whole), then its row. Uploads that
+    name it get 422 from then on; jobs that ran with it keep its name and digest. A second
+    removal gets 404."""
+    if exports.format_of(name) is None:
+        files.check_name(name)
     service.remove(session, resources.storage, name, resources.settings.model)
     session.commit()
     return Response(status_code=204)

@@ -28,6 +28,16 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class ExportRequest:
+    """One export of a model of the volume (flows/yolo-export.yml, `detect.py --export`)."""
+
+    export_id: str
+    model: str  # models/<name>.pt, relative to the shared data dir
+    format: str  # onnx or openvino
+    image_size: int
+
+
+@dataclass(frozen=True)
 class Execution:
     id: str
     state: str  # the orchestrator's own name for it, shown as the job's orchestrator_state
@@ -68,6 +78,9 @@ class Orchestrator(Protocol):
 
     def find_by_batch(self, batch_id: str) -> Execution | None:
         """The execution already started for this batch, if any."""
+
+    def start_export(self, request: ExportRequest) -> Execution:
+        """Start the export, or return the execution already started for its export id."""
 
     def get(self, execution_id: str) -> Execution: ...
 

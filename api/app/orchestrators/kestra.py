@@ -22,6 +22,7 @@ from app.config import Settings
 from app.orchestrators.base import (
     Execution,
     ExecutionNotFound,
+    ExportRequest,
     OrchestratorRejected,
     OrchestratorUnavailable,
     Phase,
@@ -31,6 +32,7 @@ from app.orchestrators.base import (
 log = logging.getLogger(__name__)
 
 BATCH_LABEL = "batch_id"
+EXPORT_LABEL = "export_id"
 SEARCH_EVERY_S = 0.25  # while a new execution may still be queued (the visibility grace)
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 # Kestra's states as the port's phases. An unknown one has no phase: it is logged and changes
@@ -70,6 +72,7 @@ class KestraOrchestrator:
         )
         self._namespace = settings.kestra_namespace
         self._flow_id = settings.kestra_flow_id
+        self._export_flow_id = settings.kestra_export_flow_id
         self._attempts = retry_attempts
         self._backoff_s = retry_backoff_s
         self._grace_s = settings.kestra_visibility_grace_s
@@ -101,16 +104,40 @@ class KestraOrchestrator:
         return found
 
     def _search_batch(self, batch_id: str) -> Execution | None:
+        return self._search(self._flow_id, BATCH_LABEL, batch_id)
+
+    def _search(self, flow_id: str, label: str, value: str) -> Execution | None:
         params = {
             "filters[namespace][EQUALS]": self._namespace,
-            "filters[flowId][EQUALS]": self._flow_id,
-            f"filters[labels][EQUALS][{BATCH_LABEL}]": batch_id,
+            "filters[flowId][EQUALS]": flow_id,
+            f"filters[labels][EQUALS][{label}]": value,
             "size": "25",
         }
         body = self._read("/api/v1/main/executions/search", params)
-        found = [e for e in map(self._parse, body.get("results", [])) if e.batch_id == batch_id]
+        found = [self._parse(e) for e in body.get("results", []) if _label(e, label) == value]
         # Prefer one that is alive or succeeded over a failed duplicate.
         return min(found, key=lambda e: e.phase is Phase.FAILED, default=None)
+
+    def start_export(self, request: ExportRequest) -> Execution:
+        """The export flow's execution labelled with the export id: one that is alive or
+        succeeded is adopted, else one is created (once: a transient failure is raised, and
+        the reconciler's next call searches again)."""
+        found = self._search(self._export_flow_id, EXPORT_LABEL, request.export_id)
+        if found is not None and found.phase is not Phase.FAILED:
+            return found
+        fields = {
+            "export_id": request.export_id,
+            "model": request.model,
+            "format": request.format,
+            "image_size": str(request.image_size),
+        }
+        body = self._request(
+            "POST",
+            f"/api/v1/main/executions/{self._namespace}/{self._export_flow_id}",
+            params={"labels": f"{EXPORT_LABEL}:{request.export_id}"},
+            files=[(name, (None, value)) for name, value in fields.items()],
+        )
+        return self._parse(body)
 
     def get(self, execution_id: str) -> Execution:
         try:
@@ -233,6 +260,11 @@ class KestraOrchestrator:
             reason=_failure_reason(body) if state in _EXPLAINED else None,
             ended_at=_instant(state_object.get("endDate")),
         )
+
+
+def _label(body: dict[str, Any], key: str) -> object:
+    labels = body.get("labels") or []
+    return next((item.get("value") for item in labels if item.get("key") == key), None)
 
 
 def _instant(value: object) -> datetime | None:

@@ -22,6 +22,7 @@ from app.logs import batch_context
 from app.orchestrators.base import (
     Execution,
     ExecutionNotFound,
+    ExportRequest,
     OrchestratorUnavailable,
     Phase,
     Submission,
@@ -45,12 +46,27 @@ class LocalOrchestrator:
         self._reporter = reporter
         self._pool = ThreadPoolExecutor(settings.local_max_parallel, thread_name_prefix="local-run")
         self._executions: dict[str, Execution] = {}
+        self._exports: dict[str, str] = {}  # export id -> its execution's id
         self._lock = threading.Lock()
 
     def submit(self, submission: Submission) -> Execution:
         execution = _execution(f"local-{uuid.uuid4().hex}", Phase.PENDING, submission.batch_id)
         self._set(execution)
         self._pool.submit(self._run, execution, submission)
+        return execution
+
+    def start_export(self, request: ExportRequest) -> Execution:
+        """`detect.py --export` in a subprocess. Not reported: the reconciler asks `get`
+        (after a restart the execution is unknown, and the reconciler starts it again)."""
+        with self._lock:
+            running = self._exports.get(request.export_id)
+            if running is not None and self._executions[running].phase is not Phase.FAILED:
+                return self._executions[running]
+        execution = _execution(f"local-{uuid.uuid4().hex}", Phase.PENDING)
+        with self._lock:
+            self._executions[execution.id] = execution
+            self._exports[request.export_id] = execution.id
+        self._pool.submit(self._run_export, execution.id, request)
         return execution
 
     def find_by_batch(self, batch_id: str) -> Execution | None:
@@ -84,6 +100,24 @@ class LocalOrchestrator:
             log.info("local.finished", extra={"execution_id": final.id, "state": final.state})
             self._reporter(final)
 
+    def _run_export(self, execution_id: str, request: ExportRequest) -> None:
+        self._set(_execution(execution_id, Phase.RUNNING))
+        command = [
+            self._python,
+            str(self._script),
+            "--export",
+            request.format,
+            "--data-dir",
+            str(self._data_dir),
+            "--model",
+            request.model,
+            "--imgsz",
+            str(request.image_size),
+        ]
+        final = self._outcome(execution_id, None, command, "export")
+        self._set(final)
+        log.info("local.export_finished", extra={"execution_id": final.id, "state": final.state})
+
     def _execute(self, execution_id: str, submission: Submission) -> Execution:
         command = [
             self._python,
@@ -101,6 +135,13 @@ class LocalOrchestrator:
             "--jobs",
             *(f"{job_id}={path}" for job_id, path in submission.jobs),
         ]
+        return self._outcome(execution_id, submission.batch_id, command, "detection")
+
+    def _outcome(
+        self, execution_id: str, batch_id: str | None, command: list[str], what: str
+    ) -> Execution:
+        """Run detect.py's `command`; its exit status as the phase, its last stderr line as
+        the reason."""
         try:
             proc = subprocess.run(
                 command,
@@ -114,24 +155,24 @@ class LocalOrchestrator:
             return _execution(
                 execution_id,
                 Phase.FAILED,
-                submission.batch_id,
-                f"the detection script timed out after {self._timeout_s:.0f} s",
+                batch_id,
+                f"the {what} script timed out after {self._timeout_s:.0f} s",
             )
         except OSError as exc:
             return _execution(
                 execution_id,
                 Phase.FAILED,
-                submission.batch_id,
-                f"cannot start the detection script: {exc}",
+                batch_id,
+                f"cannot start the {what} script: {exc}",
             )
         if proc.returncode == 0:
-            return _execution(execution_id, Phase.SUCCEEDED, submission.batch_id)
+            return _execution(execution_id, Phase.SUCCEEDED, batch_id)
         last_line = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return _execution(
             execution_id,
             Phase.FAILED,
-            submission.batch_id,
-            f"the detection script exited {proc.returncode}: {last_line}",
+            batch_id,
+            f"the {what} script exited {proc.returncode}: {last_line}",
         )
 
     def _set(self, execution: Execution) -> None:
@@ -140,7 +181,7 @@ class LocalOrchestrator:
 
 
 def _execution(
-    execution_id: str, phase: Phase, batch_id: str, reason: str | None = None
+    execution_id: str, phase: Phase, batch_id: str | None = None, reason: str | None = None
 ) -> Execution:
     """A subprocess has no states of its own: the phase's name is the state; a final one
     ends now."""

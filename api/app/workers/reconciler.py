@@ -1,5 +1,6 @@
-"""Finish jobs whose callback never came, by asking the orchestrator directly; sweep files
-no job owns; purge jobs past their retention (RETENTION_DAYS)."""
+"""Finish jobs whose callback never came, by asking the orchestrator directly; move exports
+on (start them, or finish them once their execution has ended); sweep files no job owns;
+purge jobs past their retention (RETENTION_DAYS)."""
 
 import logging
 import time
@@ -9,8 +10,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import session_scope
+from app.exports import repository as exports_repository
+from app.exports import service as exports_service
 from app.jobs import intake, repository, retention, service
 from app.logs import job_context
+from app.models.exports import Limits
 from app.orchestrators.base import Execution, ExecutionNotFound, Orchestrator, OrchestratorError
 from app.storage import SharedStorage
 from app.workers.periodic import Worker
@@ -40,6 +44,7 @@ class Reconciler(Worker):
     def run_once(self) -> int:
         self._sweep_orphans()
         self._reconcile_stale()
+        self.advance_exports()
         self.purge_expired()
         return 0  # polling is never urgent: wait a full interval between rounds
 
@@ -56,6 +61,18 @@ class Reconciler(Worker):
         if purged:
             log.info("retention.purged", extra={"count": purged, "cutoff": cutoff.isoformat()})
         return purged
+
+    def advance_exports(self) -> None:
+        """Each unfinished export, one step; the round ends where the orchestrator cannot
+        answer (what was done is kept)."""
+        limits = Limits.of(self._settings)
+        with session_scope(self._sessions) as session:
+            for export in exports_repository.claim_unfinished(session, PAGE):
+                try:
+                    exports_service.advance(self._storage, self._orchestrator, limits, export)
+                except OrchestratorError as exc:
+                    log.warning("reconcile.export_unavailable", extra={"reason": str(exc)})
+                    return
 
     def _reconcile_stale(self) -> None:
         """Ask about submitted/running jobs not heard of for RECONCILE_AFTER_S."""

@@ -4,6 +4,7 @@ placed atomically and listed with their digests; refused pushes leave nothing be
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,12 @@ def test_any_key_lists_the_models_with_digests_and_the_default_from_the_image(
     assert [entry["name"] for entry in body["models"]] == ["a.pt", "b.pt", "yolo11n.pt"]
     for entry in body["models"][:2]:
         assert entry == {**pushed[entry["name"]], "default": False}
+        assert entry["format"] == "pytorch"
     unknown = dict.fromkeys(["size_bytes", "sha256", "created_at", "updated_at"])  # not on disk
-    assert body["models"][2] == {"name": "yolo11n.pt", "source": "image", "default": True} | unknown
+    assert (
+        body["models"][2]
+        == {"name": "yolo11n.pt", "source": "image", "default": True, "format": "pytorch"} | unknown
+    )
 
 
 def test_a_default_model_file_in_models_is_listed_with_its_digest(
@@ -281,3 +286,29 @@ def test_a_first_push_that_loses_a_race_for_the_name_replaces_the_winner(
     assert (shared_dir / "models" / "mine.pt").read_bytes() == loser
     assert len(calls) == 2
     assert model_rows(client) == 1
+
+
+@pytest.mark.slow  # real exports (once per session)
+def test_an_export_is_removed_whole_unless_unfinished_jobs_use_it(
+    client: TestClient, shared_dir: Path, exports_in: Callable[[Path], None]
+) -> None:
+    exports_in(shared_dir)
+    (shared_dir / "elsewhere").mkdir()
+    (shared_dir / "models" / "linked_openvino_model").symlink_to(shared_dir / "elsewhere")
+    queued = client.post(
+        "/v1/uploads", files={"files": ("a.png", encode("PNG"))}, data={"model": "shapes.onnx"}
+    )
+    assert queued.status_code == 202, queued.text
+
+    in_use = client.delete("/v1/models/shapes.onnx", headers=ADMIN)
+    removed = client.delete("/v1/models/shapes_openvino_model", headers=ADMIN)
+    link = client.delete("/v1/models/linked_openvino_model", headers=ADMIN)
+
+    assert in_use.json()["error"]["code"] == "model_in_use"
+    assert (removed.status_code, link.status_code) == (204, 204)
+    assert sorted(p.name for p in (shared_dir / "models").iterdir()) == ["shapes.onnx"]
+    assert (shared_dir / "elsewhere").is_dir()  # the link went, not what it pointed at
+    assert list(listed(client)) == ["shapes.onnx", "yolo11n.pt"]
+    again = client.delete("/v1/models/shapes_openvino_model", headers=ADMIN)
+    assert again.status_code == 404
+    assert client.delete("/v1/models/x.tflite", headers=ADMIN).status_code == 400

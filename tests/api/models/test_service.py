@@ -4,28 +4,35 @@ models/, and the default from the inference image."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from app.errors import UnknownModel
-from app.models import service
+from app.errors import InvalidRequest, UnknownModel
+from app.models import exports, service
+from app.models.exports import Limits
 from app.models.service import Weights
 from tests.api.factories import push_model, torch_archive, upload
 from tests.support.api_app import SettingsFactory, keyed_client, resources_of
 
 
-def resolve(client: TestClient, requested: str) -> Weights:
+def resolve(client: TestClient, requested: str, image_size: int | None = None) -> Weights:
     resources = resources_of(client)
+    settings = resources.settings
+    size = settings.image_size if image_size is None else image_size
     with resources.sessions() as session:
-        return service.resolve(session, resources.storage, resources.settings.model, requested)
+        return service.resolve(
+            session, resources.storage, settings.model, requested, Limits.of(settings), size
+        )
 
 
 def names(client: TestClient) -> list[tuple[str, str, bool]]:
     resources = resources_of(client)
+    settings = resources.settings
     with resources.sessions() as session:
-        entries = service.available(session, resources.storage, resources.settings.model)
+        entries = service.available(session, resources.storage, settings.model, Limits.of(settings))
     return [(entry.name, entry.source, entry.default) for entry in entries]
 
 
@@ -80,3 +87,31 @@ def test_pushing_the_default_name_waits_for_the_default_models_jobs(client: Test
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "model_in_use"
     assert push_model(client, "other.pt").status_code == 201
+
+
+@pytest.mark.slow  # real exports (once per session)
+def test_exports_in_models_are_listed_and_resolved_only_once_checked(
+    client: TestClient, shared_dir: Path, exports_in: Callable[[Path], None]
+) -> None:
+    """Real exports of the fixture model: listed with their format and digest; a file named
+    like an export that is not one is neither listed nor resolved."""
+    exports_in(shared_dir)
+    (shared_dir / "models" / "junk.onnx").write_bytes(b"not a model")
+    storage, limits = resources_of(client).storage, Limits.of(resources_of(client).settings)
+    names = ("shapes.onnx", "shapes_openvino_model")
+    digests = {name: exports.check(storage, name, limits).sha256 for name in names}
+
+    listed = client.get("/v1/models").json()["models"]
+
+    assert [(m["name"], m["format"], m["sha256"]) for m in listed] == [
+        ("shapes.onnx", "onnx", digests["shapes.onnx"]),
+        ("shapes_openvino_model", "openvino", digests["shapes_openvino_model"]),
+        ("yolo11n.pt", "pytorch", None),
+    ]
+    for name, digest in digests.items():
+        for requested in (name, f"models/{name}"):
+            assert resolve(client, requested) == Weights(f"models/{name}", digest)
+    with pytest.raises(UnknownModel):
+        resolve(client, "junk.onnx")
+    with pytest.raises(InvalidRequest, match="takes 640x640 images only"):
+        resolve(client, "shapes.onnx", image_size=320)

@@ -4,6 +4,7 @@ recorded on each job with the weights' digest, batched apart, and run with the p
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -216,4 +217,35 @@ def test_an_upload_runs_with_the_pushed_weights_through_the_local_orchestrator(
     assert job["status"] == "succeeded", job["error"]
     assert job["model"] == "models/shapes-mine.pt"
     assert job["model_sha256"] == hashlib.sha256(weights).hexdigest()
+    assert match(truth, boxes_of(job["detections"]))["ok"], job["detections"]
+
+
+@pytest.mark.slow
+def test_an_upload_runs_with_an_export_in_models_through_the_local_orchestrator(
+    make_settings: SettingsFactory, shared_dir: Path, exports_in: Callable[[Path], None]
+) -> None:
+    """The OpenVINO export Ultralytics made of the fixture model, found in models/: listed,
+    named by an upload, run by detect.py; the job records the export's digest. At another
+    image size than IMAGE_SIZE it is refused up front (422, nothing kept)."""
+    exports_in(shared_dir)
+    settings = make_settings(model=str(ROOT / "no-such-model.pt"))
+    image, truth = render_scene(HELD_OUT_SEED_START + 951)
+    name = "shapes_openvino_model"
+    with keyed_client(settings) as client:
+        listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+        refused = send(client, model=name, image_size=320)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "invalid_request"
+        assert job_count(client) == 0
+        assert not any((shared_dir / "uploads").glob("*"))
+        response = client.post(
+            "/v1/uploads", files={"files": ("scene.png", png(image))}, data={"model": name}
+        )
+        (queued,) = jobs_of_response(response)
+        resources_of(client).dispatcher.run_once()
+        (job,) = wait_terminal(client, [queued["id"]])
+
+    assert job["status"] == "succeeded", job["error"]
+    assert (job["model"], job["image_size"]) == (f"models/{name}", 640)
+    assert job["model_sha256"] == listed[name]["sha256"] is not None
     assert match(truth, boxes_of(job["detections"]))["ok"], job["detections"]

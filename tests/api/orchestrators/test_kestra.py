@@ -13,6 +13,7 @@ import pytest
 
 from app.orchestrators.base import (
     ExecutionNotFound,
+    ExportRequest,
     OrchestratorRejected,
     OrchestratorUnavailable,
     Phase,
@@ -30,6 +31,7 @@ JOBS = (
     ("7a2d2d0f-9b62-4c9f-8e8f-1d8e8e4f1b22", "uploads/7a2d2d0f-9b62-4c9f-8e8f-1d8e8e4f1b22.png"),
 )
 SUBMISSION = Submission(BATCH_ID, JOBS, "yolo11n.pt", 0.25, 640)
+EXPORT = ExportRequest("4c3b2a19-0f8e-4d7c-9b6a-5e4d3c2b1a09", "models/shapes.pt", "openvino", 640)
 
 AdapterFactory = Callable[..., KestraOrchestrator]
 
@@ -238,3 +240,45 @@ def test_the_standin_like_kestra_refuses_credentials_kestra_would_not_store(
     finally:
         standin.stop()
     assert answer.status_code == 401  # every call, even with exactly these credentials
+
+
+def test_start_export_creates_a_labelled_execution_of_the_export_flow(
+    adapter: KestraOrchestrator, kestra: KestraStandin
+) -> None:
+    execution = adapter.start_export(EXPORT)
+
+    assert execution.phase is Phase.PENDING
+    stored = kestra.state.executions[execution.id]
+    assert stored["flowId"] == "yolo-export"
+    assert stored["inputs"] == {
+        "export_id": EXPORT.export_id,
+        "model": "models/shapes.pt",
+        "format": "openvino",
+        "image_size": 640,
+    }
+    assert stored["labels"] == [{"key": "export_id", "value": EXPORT.export_id}]
+    assert adapter.get(execution.id).id == execution.id
+
+
+def test_start_export_again_adopts_the_execution_unless_it_failed(
+    adapter: KestraOrchestrator, kestra: KestraStandin
+) -> None:
+    """The reconciler starts an export again when it lost track of it: never twice at once."""
+    first = adapter.start_export(EXPORT)
+    kestra.state.set_state(first.id, "RUNNING")
+    assert adapter.start_export(EXPORT).id == first.id
+    assert adapter.start_export(replace(EXPORT, export_id=BATCH_ID)).id != first.id
+
+    kestra.state.set_state(first.id, "FAILED", failed_task="export")
+    again = adapter.start_export(EXPORT)
+    assert again.id != first.id
+    creates = [r for r in kestra.state.requests if r["method"] == "POST"]
+    assert len(creates) == 3
+
+
+def test_start_export_while_kestra_is_down_is_unavailable(
+    adapter: KestraOrchestrator, kestra: KestraStandin
+) -> None:
+    kestra.stop()
+    with pytest.raises(OrchestratorUnavailable):
+        adapter.start_export(EXPORT)
