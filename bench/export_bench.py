@@ -1,8 +1,8 @@
 """Exported models against their PyTorch original, in the inference image (no stack).
 
-The API does not register exports yet, so the burst cannot go through it; this measures the
-two parts that decide it, per model format (PyTorch `.pt`, OpenVINO, ONNX), each repeat in
-fresh containers like the flow's tasks (uid 1000, no network, one volume):
+Without the stack (pipeline_bench runs the burst through it, per format), this measures the
+two parts that decide the burst, per model format (PyTorch `.pt`, OpenVINO, ONNX), each repeat
+in fresh containers like the flow's tasks (uid 1000, no network, one volume):
 
 * a warm Ultralytics process predicting N images one by one after one warm-up
   (pipeline_bench's baseline script);

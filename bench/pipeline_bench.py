@@ -9,6 +9,8 @@ both sides see the same machine state:
   by one, after one warm-up prediction;
 * a burst of the same N images through the stack, from the first POST to the last job's
   `finished_at`; failed jobs are reported, never counted. Goal: >= 0.8x the warm images/s;
+  then the same burst naming each export of --formats (registered through the API before the
+  repeats, timed): each against the same warm PyTorch process (goal of issue 15: >= 1.5x);
 * single uploads on the idle stack, each followed by a cold `python -c` (import, load,
   predict once) `docker exec`'d into a running container of the image (goal: stack <= it
   + 1 s) and one as `docker run --rm`;
@@ -19,6 +21,7 @@ phases (upload, dispatch, task containers, callback, the cold process's import/l
 nothing is asserted.
 
     .venv/bin/python -m bench.pipeline_bench [--images 64] [--repeats 3] [--model fixture|yolo11n]
+        [--formats pytorch openvino onnx]
 
 Needs Docker with the compose plugin and the images of `make offline-images`;
 yolo-inference:local is built with docker/inference/build.sh when missing. The stack's
@@ -61,6 +64,8 @@ FIRST_SEED = 90_000  # held-out scenes no test uploads
 BATCH_VARS = ("BATCH_MAX_JOBS", "BATCH_WINDOW_S")
 MARK = "BENCH-RESULT "
 MODEL_FILES = {"fixture": "models/shapes.pt", "yolo11n": "models/yolo11n-random.pt"}
+FORMATS = ("pytorch", "openvino", "onnx")  # the model's `.pt`, then its exports
+GOALS = {"pytorch": 0.8}  # burst vs warm PyTorch; an export's: 1.5 (issue 15)
 
 # Run in the inference image (or this Python): argv = model, conf, imgsz, the image to predict
 # first, then those of the timed loop: none for the cold process of the issue (import, load,
@@ -215,6 +220,12 @@ def verdict(value: float | None, ok: bool, text: str) -> str:
     return f"{'met' if ok else 'NOT met'} ({text})"
 
 
+def burst_key(fmt: str) -> str:
+    """What a burst's values are named after: `burst` for the `.pt` (the tables' keys),
+    `burst <format>` for an export."""
+    return "burst" if fmt == "pytorch" else f"burst {fmt}"
+
+
 def versus(s: Callable[[str], list[float]], how: str) -> str:
     """The single upload vs a cold run: difference and ratio."""
     gap = spread(s(f"single - cold {how} s"), unit=" s", signed=True)
@@ -234,6 +245,7 @@ class Bench:
     values: dict[str, list[float]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     facts: dict[str, str] = field(default_factory=dict)
+    models: dict[str, str | None] = field(default_factory=dict)  # format -> `model` field
 
     def add(self, values: dict[str, float | None]) -> None:
         for name, value in values.items():
@@ -278,14 +290,43 @@ class Bench:
             raise RuntimeError(f"host warm run exited {proc.returncode}: {proc.stderr[-1500:]}")
         return parse_result(proc.stdout)
 
-    def burst(self) -> float | None:
-        """One burst through the stack (--concurrency upload requests at a time): images/s
-        from the first POST to the last job's `finished_at` (the API's own timestamp, so
-        polling adds nothing); None when no job succeeded."""
-        images, t0 = self.images, time.time()
+    def register_exports(self) -> None:
+        """The uploads' `model` field per format of --formats: none for the `.pt` (MODEL),
+        the name of its export once the API says it succeeded. Each export is asked for
+        through the API and timed from its POST to `succeeded` (the API's own timestamps);
+        one that fails is a problem, and its format is left out."""
+        model = Path(self.stack.env["MODEL"]).name
+        for fmt in self.args.formats:
+            if fmt == "pytorch":
+                self.models[fmt] = None
+                continue
+            log(f"registering the {fmt} export of {model} through the API")
+            try:
+                export = self.stack.api.export(model, fmt, timeout=900)
+            except Exception as exc:
+                self.problems.append(f"export {fmt}: {exc}")
+                continue
+            if export["state"] != "succeeded":
+                self.problems.append(f"export {fmt} {export['state']}: {export['error']}")
+                continue
+            self.models[fmt] = export["name"]
+            began, ended = timestamp(export["created_at"]), timestamp(export["updated_at"])
+            self.add({f"export {fmt} s": (ended or 0) - (began or 0)})
+
+    def upload(self, batch: Sequence[Scene], fmt: str = "pytorch") -> list[dict[str, Any]]:
+        """An upload naming the model of `fmt` (none: the stack's MODEL)."""
+        model = self.models.get(fmt)
+        return self.stack.api.upload(batch, form={"model": model} if model else None)
+
+    def burst(self, fmt: str) -> float | None:
+        """One burst through the stack (--concurrency upload requests at a time) with the
+        model of `fmt`: images/s from the first POST to the last job's `finished_at` (the
+        API's own timestamp, so polling adds nothing); None when no job succeeded."""
+        images, t0, key = self.images, time.time(), burst_key(fmt)
         with ThreadPoolExecutor(self.args.concurrency) as pool:
             batches = chunks(images, self.args.per_request)
-            ids = [job["id"] for part in pool.map(self.stack.api.upload, batches) for job in part]
+            parts = pool.map(partial(self.upload, fmt=fmt), batches)
+            ids = [job["id"] for part in parts for job in part]
         acked = time.time()
         if len(set(ids)) != len(images):
             raise RuntimeError(f"{len(images)} images gave {len(set(ids))} jobs")
@@ -307,26 +348,26 @@ class Bench:
         ]
         self.add(
             {
-                "burst upload s": acked - t0,
-                "burst first done s": min(finished) - t0,
-                "burst all done s": max(finished) - t0,
-                "burst failed jobs": float(len(failed)),
-                "burst boxes": float(sum(len(job["detections"]) for job in jobs)),
-                "burst wait s": median(waits),
-                "burst task containers": float(len(tasks)),
-                "burst task container median s": median(durations),
+                f"{key} upload s": acked - t0,
+                f"{key} first done s": min(finished) - t0,
+                f"{key} all done s": max(finished) - t0,
+                f"{key} failed jobs": float(len(failed)),
+                f"{key} boxes": float(sum(len(job["detections"]) for job in jobs)),
+                f"{key} wait s": median(waits),
+                f"{key} task containers": float(len(tasks)),
+                f"{key} task container median s": median(durations),
             }
         )
         for job in failed[:3]:
-            self.problems.append(f"burst job {job['id']} {job['status']}: {job.get('error')}")
+            self.problems.append(f"{key} job {job['id']} {job['status']}: {job.get('error')}")
         succeeded = len(jobs) - len(failed)
         return succeeded / (max(finished) - t0) if succeeded else None
 
-    def single(self, scene: Scene) -> tuple[float, dict[str, float | None]]:
+    def single(self, scene: Scene, fmt: str = "pytorch") -> tuple[float, dict[str, float | None]]:
         """One upload with the stack idle: seconds from the POST to the job's finished_at,
         and its phases."""
         t0 = time.time()
-        job_id = self.stack.api.upload([scene])[0]["id"]
+        job_id = self.upload([scene], fmt)[0]["id"]
         job = self.stack.api.wait_terminal([job_id], 300)[job_id]
         if job["status"] != "succeeded":
             raise RuntimeError(f"single job {job_id} {job['status']}: {job.get('error')}")
@@ -343,7 +384,8 @@ class Bench:
         }
 
     def repeat(self) -> None:
-        """Warm baseline, burst, then single uploads interleaved with the cold baselines."""
+        """Warm baseline, a burst per format, then single uploads interleaved with the cold
+        baselines."""
         files = [f"/data/bench/{s.name}" for s in self.images]
         run = baseline(self.stack, "--rm")
         wait_idle(self.stack)
@@ -371,12 +413,15 @@ class Bench:
                 self.facts["host torch"] = f"torch {result['torch']}"
             except Exception as exc:
                 self.problems.append(f"host reference: {exc}")
-        try:
-            rate = self.burst()
-            ratio = rate / warm_rate if rate and warm_rate else None
-            self.add({"burst images/s": rate, "burst ratio": ratio})
-        except Exception as exc:
-            self.problems.append(f"burst: {exc}")
+        for fmt in self.models:
+            wait_idle(self.stack)
+            key = burst_key(fmt)
+            try:
+                rate = self.burst(fmt)
+                ratio = rate / warm_rate if rate and warm_rate else None
+                self.add({f"{key} images/s": rate, f"{key} ratio": ratio})
+            except Exception as exc:
+                self.problems.append(f"{key}: {exc}")
         wait_idle(self.stack)
         lat: list[float] = []
         cold: dict[str, list[float]] = {"exec": [], "run": []}
@@ -440,6 +485,7 @@ class Bench:
             )
         print()
         table("phase | min / median / max", rows)
+        self.formats_table()
         print(
             f"\nRatios are paired per repeat (burst: stack/warm of that repeat; single: median of "
             f"that repeat's uploads vs its cold runs). {self.args.repeats} repeat(s), "
@@ -447,6 +493,33 @@ class Bench:
         )
         for line in self.problems:
             print(f"- problem: {line}")
+
+    def formats_table(self) -> None:
+        """The burst per format of --formats side by side, each against the same warm PyTorch
+        process of its repeat."""
+        s, n, rows = self.get, self.args.images, []
+        for fmt in self.args.formats:
+            key, goal = burst_key(fmt), GOALS.get(fmt, 1.5)
+            ratio = median(s(f"{key} ratio"))
+            name = Path(self.stack.env["MODEL"]).name if fmt == "pytorch" else "(no export)"
+            rows.append(
+                f"{fmt} | {self.models.get(fmt) or name} | {spread(s(f'export {fmt} s'))} "
+                f"| {spread(s(f'{key} images/s'))} | {spread(s(f'{key} ratio'))} x "
+                f"| >= {goal} x | {verdict(ratio, (ratio or 0) >= goal, f'{ratio or 0:.2f} x')} "
+                f"| {spread(s(f'{key} task container median s'))} "
+                f"| {spread(s(f'{key} failed jobs'), 0)} | {spread(s(f'{key} boxes'), 0)}"
+            )
+        print(
+            f"\nBurst of {n} per model format, each vs the warm PyTorch process "
+            f"({spread(s('warm images/s'))} images/s; {spread(s('warm boxes'), 0)} detections); "
+            "export: its POST to `succeeded`, by the API's timestamps.\n"
+        )
+        table(
+            "format | model | export through the API (s) | burst images/s "
+            "| burst vs warm PyTorch | goal | median vs goal | task container, median (s) "
+            "| failed jobs | detections",
+            rows,
+        )
 
 
 def main() -> None:
@@ -456,6 +529,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64, help="images in a burst")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", choices=("fixture", "yolo11n"), default="fixture")
+    parser.add_argument(
+        "--formats",
+        nargs="+",
+        choices=FORMATS,
+        default=list(FORMATS),
+        help="a burst per format: the .pt, its exports (registered through the API first)",
+    )
     parser.add_argument("--singles", type=int, default=3, help="single uploads per repeat")
     parser.add_argument("--per-request", type=int, default=16, help="files per upload request")
     parser.add_argument("--concurrency", type=int, default=4, help="upload requests at a time")
@@ -464,6 +544,7 @@ def main() -> None:
         "--no-host-reference", action="store_true", help="skip the warm loop in this Python"
     )
     args = parser.parse_args()
+    args.formats = list(dict.fromkeys(args.formats))
 
     started = time.monotonic()
     load_before = load_average()
@@ -487,8 +568,10 @@ def main() -> None:
             seen = dict(item.split("=", 1) for item in api["Config"]["Env"] if "=" in item)
             sleeper = baseline(stack, "-d", "--name", bench.cold_box, "--entrypoint", "sleep")
             docker(*sleeper, "infinity")
-            log("warm-up (not counted): one upload through the stack, one cold run")
-            bench.single(images[0])
+            bench.register_exports()
+            log("warm-up (not counted): one upload per format through the stack, one cold run")
+            for fmt in dict.fromkeys(["pytorch", *bench.models]):
+                bench.single(images[0], fmt)
             bench.python(["exec", bench.cold_box], f"/data/bench/{images[0].name}")
             for number in range(1, args.repeats + 1):
                 log(f"repeat {number}/{args.repeats}")

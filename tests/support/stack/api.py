@@ -93,6 +93,26 @@ class StackApi:
             raise AssertionError(f"{exc}; not finished: {pending}") from None
         return done
 
+    def export(self, model: str, fmt: str, timeout: float) -> dict[str, Any]:
+        """Ask for an export of models/<model> (POST /v1/models/<model>/exports) and poll its
+        Location until it has succeeded or failed; that last state."""
+        with self.client() as client:
+            response = client.post(f"/v1/models/{model}/exports", json={"format": fmt})
+            assert response.status_code == 202, f"{response.status_code} {response.text}"
+            location = response.headers["location"]
+
+            def state() -> dict[str, Any]:
+                body: dict[str, Any] = client.get(location).raise_for_status().json()
+                return body
+
+            return wait_until(
+                state,
+                timeout,
+                what=f"the {fmt} export of {model}",
+                until=lambda export: export["state"] in TERMINAL,
+                ignore=(httpx.HTTPError,),
+            )
+
     def ready(self) -> tuple[int, dict[str, Any]]:
         try:
             with self.client(timeout=10) as client:
