@@ -24,11 +24,11 @@ from docker.types import DeviceRequest
 from fastapi.testclient import TestClient
 
 from tests.support.engine import OFFLINE_DEBIAN, engine_for_tests, require
-from tests.support.kestra.__main__ import load_flows, main, read_config
+from tests.support.kestra.__main__ import main, read_config
 from tests.support.kestra.api import build_app, validate_inputs
 from tests.support.kestra.containers import TaskContainers
 from tests.support.kestra.executor import ExecutorConfig, FlowExecutor
-from tests.support.kestra.flow import check_flow
+from tests.support.kestra.flow import check_flow, load_flows
 from tests.support.kestra.pebble import RenderError, Unsupported, render
 from tests.support.kestra.state import TERMINAL, StandinState, jobs_of
 from tests.support.wait import wait_until

@@ -22,7 +22,7 @@ import yaml
 from tests.support.kestra.api import build_app, management_app, serve_in_thread
 from tests.support.kestra.containers import DOCKER_ERRORS
 from tests.support.kestra.executor import ExecutorConfig, FlowExecutor
-from tests.support.kestra.flow import DOCKER_RUNNER, check_flow
+from tests.support.kestra.flow import DOCKER_RUNNER, load_flows
 from tests.support.kestra.pebble import Unsupported
 from tests.support.kestra.state import StandinState
 
@@ -85,22 +85,6 @@ def read_config(path: Path, env: Mapping[str, str]) -> ServerSettings:
         url=str(_at(config, "kestra.url", "http://localhost:8080/")),
         tutorials=str(_at(config, "kestra.tutorial-flows.enabled", True)).lower() != "false",
     )
-
-
-def load_flows(flow_path: Path) -> list[dict[str, Any]]:
-    """The flows under `--flow-path` (YAML files, as Kestra). Kestra skips an invalid flow
-    with a WARN; the stand-in refuses to start instead."""
-    files = sorted([*flow_path.glob("**/*.yml"), *flow_path.glob("**/*.yaml")])
-    if not files:
-        raise SystemExit(f"no flow in {flow_path}")
-    flows: list[dict[str, Any]] = []
-    for path in files:
-        flows.append(yaml.safe_load(path.read_text()))
-        try:
-            check_flow(flows[-1])
-        except Unsupported as exc:
-            raise SystemExit(f"{path}: {exc}") from None
-    return flows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
 import uvicorn
-import yaml
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from tests.support.kestra.flow import TYPES, Input
+from tests.support.kestra.flow import TYPES, Input, load_flows
 from tests.support.kestra.state import Faults, StandinState, now, push_state, short_id
 
 # The repository's flows, which the in-process stand-in serves.
@@ -240,8 +239,7 @@ class KestraStandin:
         self, port: int, username: str = "admin@example.com", password: str = "Admin1234"
     ) -> None:
         self.port, self.url = port, f"http://127.0.0.1:{port}"
-        flows = [yaml.safe_load(path.read_text()) for path in sorted(FLOWS_DIR.glob("*.yml"))]
-        self.state = StandinState(flows, username, password)
+        self.state = StandinState(load_flows(FLOWS_DIR), username, password)
         self._serving: tuple[uvicorn.Server, threading.Thread] | None = None
 
     def start(self) -> None:
